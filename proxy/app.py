@@ -1,0 +1,89 @@
+"""create_app(settings): routes, middlewares and cleanup contexts, the one place that wires."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from proxy.auth import KeyRing
+from proxy.config import Settings
+from proxy.errors import FORWARD_ROUTE, ApiError, envelope, error_middleware
+from proxy.exchange import to_row
+from proxy.forward import FORWARDER, Forwarder, forward
+from proxy.recorder import Recorder
+from proxy.state import RECORDER, SETTINGS, STORE
+from storage import open_store
+from storage.base import StoreError
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return envelope({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[STORE].ping()
+    except StoreError as exc:
+        raise ApiError(503, f"store unreachable: {exc}") from exc
+    recorder = request.app[RECORDER]
+    return envelope({"status": "ready", "queue_depth": recorder.depth, "dropped": recorder.dropped})
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = open_store(app[SETTINGS].store.db)
+    await store.open()
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _recorder_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS].recorder
+    recorder = Recorder(
+        app[STORE],
+        to_row,
+        queue_size=settings.queue_size,
+        batch_size=settings.batch_size,
+        retry_max_s=settings.retry_max_s,
+        drain_timeout_s=settings.drain_timeout_s,
+    )
+    recorder.start()
+    app[RECORDER] = recorder
+    yield
+    await recorder.stop()
+
+
+async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    upstream = settings.upstream
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=upstream.connect_timeout_s, sock_read=upstream.read_timeout_s
+    )
+    connector = aiohttp.TCPConnector(limit=upstream.max_connections, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=True, trust_env=False
+    ) as session:
+        app[FORWARDER] = Forwarder(
+            session=session,
+            recorder=app[RECORDER],
+            keys=KeyRing(k.get_secret_value() for k in settings.auth.proxy_keys),
+            upstream_url=upstream.url.rstrip("/"),
+            upstream_key=upstream.api_key.get_secret_value() or None,
+            max_body_bytes=settings.server.max_body_bytes,
+        )
+        yield
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the relaylog application for `settings` (the upstream URL must be resolved)."""
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=settings.server.max_body_bytes
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_store_ctx, _recorder_ctx, _forwarder_ctx])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_route("*", "/v1/{tail:.*}", forward, name=FORWARD_ROUTE)
+    return app

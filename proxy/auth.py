@@ -1,0 +1,52 @@
+"""Proxy keys: held as SHA-256 digests, checked in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+from proxy.errors import ApiError
+
+HASH_PREFIX = "sha256:"
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class KeyRing:
+    """The configured proxy keys. Plain keys are hashed on load; `sha256:<hex>` entries as given."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        digests = []
+        for key in keys:
+            if key.startswith(HASH_PREFIX):
+                digests.append(bytes.fromhex(key[len(HASH_PREFIX) :]))
+            elif key:
+                digests.append(_digest(key))
+        self._digests = tuple(digests)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._digests)
+
+    def matches(self, presented: str) -> bool:
+        """Compare against every key so timing does not reveal which one matched."""
+        candidate = _digest(presented)
+        found = False
+        for digest in self._digests:
+            found |= hmac.compare_digest(candidate, digest)
+        return found
+
+    def require(self, header_value: str | None, header_name: str) -> None:
+        """Raise 401 unless keys are off or `header_value` is `Bearer <a configured key>`."""
+        if not self.enabled:
+            return
+        if not header_value:
+            raise ApiError(
+                401, f"missing proxy key: send {header_name}: Bearer <key>", code="missing_key"
+            )
+        scheme, _, token = header_value.strip().partition(" ")
+        if scheme.lower() != "bearer" or not self.matches(token.strip()):
+            raise ApiError(401, "invalid proxy key", code="invalid_key")

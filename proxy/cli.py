@@ -1,0 +1,289 @@
+"""The `relaylog` command: serve, sandbox, requests, show, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy import __version__
+from proxy.app import create_app
+from proxy.config import ConfigError, Settings, load_settings
+from proxy.sandbox import create_sandbox_app
+from storage import Store, open_store
+from storage.base import StoreError
+
+log = logging.getLogger("relaylog")
+
+LIST_COLUMNS = (
+    "id",
+    "created_at",
+    "model",
+    "status",
+    "outcome",
+    "latency_ms",
+    "total_tokens",
+    "user_id",
+)
+
+
+class CliError(Exception):
+    """A problem reported to the user as one line on stderr with exit code 2."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _store_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML settings file (default: ./relaylog.toml if present)")
+    parser.add_argument("--db", help="SQLite path (default ./relaylog.db)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relaylog", description="Self-hosted OpenAI-compatible logging proxy."
+    )
+    parser.add_argument("--version", action="version", version=f"relaylog {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the proxy")
+    _store_args(serve)
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8787; 0 picks a free one)")
+    serve.add_argument("--upstream", help="upstream base URL, or 'sandbox' for the built-in fake")
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback host without proxy keys",
+    )
+
+    sandbox = sub.add_parser("sandbox", help="run only the sandbox upstream")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8788)
+
+    requests = sub.add_parser("requests", help="list logged requests, newest first")
+    _store_args(requests)
+    requests.add_argument("--limit", type=int, default=20)
+    requests.add_argument("--model")
+    requests.add_argument("--user")
+    requests.add_argument("--session")
+    requests.add_argument("--outcome")
+    requests.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    show = sub.add_parser("show", help="print one logged exchange as JSON")
+    _store_args(show)
+    show.add_argument("id")
+
+    migrate = sub.add_parser("migrate", help="bring the store's schema up to date")
+    _store_args(migrate)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    flags = {
+        name: getattr(args, name, None)
+        for name in ("host", "port", "db", "upstream", "allow_unauthenticated")
+    }
+    return load_settings(getattr(args, "config", None), flags)
+
+
+async def _start_site(app: web.Application, host: str, port: int, **kwargs: Any) -> web.AppRunner:
+    runner = web.AppRunner(app, **kwargs)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    server = runner.server
+    assert server is not None
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise CliError("listener has no TCP address")
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(settings: Settings) -> None:
+    server = settings.server
+    if (
+        not is_loopback(server.host)
+        and not settings.auth.proxy_keys
+        and not server.allow_unauthenticated
+    ):
+        raise CliError(
+            f"refusing to listen on {server.host} without proxy keys: set RELAYLOG_AUTH_PROXY_KEYS "
+            "or pass --allow-unauthenticated"
+        )
+    sandbox_runner = None
+    upstream_label = settings.upstream.url
+    if settings.is_sandbox:
+        sandbox_runner = await _start_site(create_sandbox_app(), "127.0.0.1", 0, access_log=None)
+        url = f"http://127.0.0.1:{_bound_port(sandbox_runner)}/v1"
+        settings = settings.model_copy(
+            update={"upstream": settings.upstream.model_copy(update={"url": url})}
+        )
+        upstream_label = f"sandbox ({url})"
+    try:
+        runner = await _start_site(
+            create_app(settings),
+            server.host,
+            server.port,
+            handler_cancellation=True,
+            shutdown_timeout=server.shutdown_timeout_s,
+            access_log=logging.getLogger("aiohttp.access") if server.access_log else None,
+        )
+    except StoreError as exc:
+        raise CliError(str(exc)) from exc
+    except OSError as exc:
+        raise CliError(f"cannot listen on {server.host}:{server.port}: {exc.strerror}") from exc
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    print(
+        f"relaylog {__version__} listening on http://{host}:{_bound_port(runner)} "
+        f"| store {settings.store.db} | upstream {upstream_label}",
+        flush=True,
+    )
+    try:
+        await _wait_for_signal()
+        log.info("shutting down: finishing in-flight requests and writing queued rows")
+    finally:
+        await runner.cleanup()
+        if sandbox_runner is not None:
+            await sandbox_runner.cleanup()
+
+
+async def sandbox(host: str, port: int) -> None:
+    runner = await _start_site(create_sandbox_app(), host, port)
+    print(f"relaylog sandbox listening on http://{host}:{_bound_port(runner)}/v1", flush=True)
+    try:
+        await _wait_for_signal()
+    finally:
+        await runner.cleanup()
+
+
+async def with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]) -> int:
+    store = open_store(settings.store.db)
+    try:
+        await store.open()
+    except StoreError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+async def migrate(settings: Settings) -> None:
+    store = open_store(settings.store.db)
+    try:
+        applied = await store.open()
+    except StoreError as exc:
+        raise CliError(str(exc)) from exc
+    await store.close()
+    names = ", ".join(applied) if applied else "none pending"
+    print(f"{store.description}: schema up to date (applied: {names})")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+async def list_requests(store: Store, args: argparse.Namespace) -> int:
+    clauses, params = [], []
+    for column, value in (
+        ("model", args.model),
+        ("user_id", args.user),
+        ("session_id", args.session),
+        ("outcome", args.outcome),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = await store.fetch(
+        f"SELECT {', '.join(LIST_COLUMNS)} FROM requests {where} ORDER BY created_at DESC LIMIT ?",
+        [*params, max(1, args.limit)],
+    )
+    if args.json:
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row).decode() + "\n")
+        return 0
+    table = [list(LIST_COLUMNS), *[[_cell(r[c]) for c in LIST_COLUMNS] for r in rows]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(LIST_COLUMNS))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+async def show_request(store: Store, request_id: str) -> int:
+    row = await store.get_request(request_id)
+    if row is None:
+        print(f"relaylog: no logged request with id {request_id!r}", file=sys.stderr)
+        return 1
+    sys.stdout.write(orjson.dumps(row, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _run(coro: Awaitable[Any]) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    return uvloop.run(coro)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "sandbox":
+            _run(sandbox(args.host, args.port))
+            return 0
+        settings = settings_from(args)
+        if args.command == "serve":
+            _run(serve(settings))
+            return 0
+        if args.command == "requests":
+            return int(_run(with_store(settings, lambda s: list_requests(s, args))))
+        if args.command == "show":
+            return int(_run(with_store(settings, lambda s: show_request(s, args.id))))
+        if args.command == "migrate":
+            _run(migrate(settings))
+            return 0
+    except (CliError, ConfigError) as exc:
+        print(f"relaylog: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(args.command)

@@ -1,0 +1,214 @@
+"""Settings (pydantic) and load_settings(): flag > RELAYLOG_* env > TOML file > default."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+ENV_PREFIX = "RELAYLOG_"
+SANDBOX = "sandbox"
+DEFAULT_CONFIG_FILE = "relaylog.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerSettings(Section):
+    host: str = Field("127.0.0.1", description="Address to listen on (loopback by default).")
+    port: int = Field(8787, ge=0, le=65535, description="TCP port to listen on.")
+    allow_unauthenticated: bool = Field(
+        False, description="Allow a non-loopback host without proxy keys."
+    )
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    access_log: bool = Field(False, description="Write an access-log line per request to stderr.")
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+
+
+class UpstreamSettings(Section):
+    url: str = Field(
+        "https://api.openai.com/v1",
+        description="Base URL /v1 calls are forwarded to, or 'sandbox' for the built-in fake.",
+    )
+    api_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key added as Authorization when the client sends none (env or file only).",
+    )
+    connect_timeout_s: float = Field(10.0, gt=0, description="Upstream connect timeout.")
+    read_timeout_s: float = Field(
+        600.0, gt=0, description="Longest silence from the upstream before 504 / timeout."
+    )
+    max_connections: int = Field(
+        256, ge=1, description="Pooled keep-alive connections to the upstream."
+    )
+
+
+class StoreSettings(Section):
+    db: str = Field(
+        "./relaylog.db", description="SQLite file path, or a postgresql:// URL (later)."
+    )
+
+
+class RecorderSettings(Section):
+    queue_size: int = Field(
+        50_000, ge=1, description="Exchanges waiting to be written before drops are counted."
+    )
+    batch_size: int = Field(500, ge=1, description="Most rows committed in one transaction.")
+    retry_max_s: float = Field(
+        2.0, gt=0, description="Longest pause between retries of a failed commit."
+    )
+    drain_timeout_s: float = Field(
+        30.0, gt=0, description="On shutdown, how long to keep retrying queued rows."
+    )
+
+
+class FeedbackSettings(Section):
+    wait_ms: int = Field(
+        2000, ge=0, description="How long feedback for an unknown id waits for its row."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed to post feedback ('*' = any)."
+    )
+
+
+class AuthSettings(Section):
+    proxy_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Keys clients must send (Helicone-Auth: Bearer KEY); env or file only.",
+    )
+
+
+class Settings(Section):
+    server: ServerSettings = Field(default_factory=ServerSettings, description="Listener.")
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings, description="Upstream.")
+    store: StoreSettings = Field(default_factory=StoreSettings, description="Log store.")
+    recorder: RecorderSettings = Field(
+        default_factory=RecorderSettings, description="Queue and batching writer."
+    )
+    feedback: FeedbackSettings = Field(
+        default_factory=FeedbackSettings, description="Feedback endpoints."
+    )
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="Proxy keys.")
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.upstream.url == SANDBOX
+
+
+# CLI flags that map to settings; secrets have no flag on purpose.
+FLAG_PATHS: dict[str, tuple[str, str]] = {
+    "host": ("server", "host"),
+    "port": ("server", "port"),
+    "allow_unauthenticated": ("server", "allow_unauthenticated"),
+    "db": ("store", "db"),
+    "upstream": ("upstream", "url"),
+}
+
+
+class ConfigError(Exception):
+    """Settings that cannot be loaded; the message says which and why."""
+
+
+def env_name(section: str, name: str) -> str:
+    return f"{ENV_PREFIX}{section}_{name}".upper()
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for name, field in model.model_fields.items():
+            raw = environ.get(env_name(section, name))
+            if raw is None:
+                continue
+            value: Any = raw
+            if field.annotation is not None and "list" in str(field.annotation):
+                value = [item.strip() for item in raw.split(",") if item.strip()]
+            out.setdefault(section, {})[name] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def load_settings(
+    config_file: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from defaults, a TOML file, RELAYLOG_* variables and CLI flags."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    path_text = config_file or env.get(f"{ENV_PREFIX}CONFIG")
+    if path_text:
+        data = read_toml(Path(path_text))
+    elif Path(DEFAULT_CONFIG_FILE).is_file():
+        data = read_toml(Path(DEFAULT_CONFIG_FILE))
+    data = _merge(data, _env_overrides(env))
+    for flag, value in (flags or {}).items():
+        if value is None:
+            continue
+        section, name = FLAG_PATHS[flag]
+        data = _merge(data, {section: {name: value}})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def example_toml() -> str:
+    """config.example.toml as generated from the Settings model (a test keeps the file equal)."""
+    defaults = Settings()
+    lines = [
+        "# relaylog settings: every key with its default.",
+        "# Precedence: CLI flag > RELAYLOG_<SECTION>_<KEY> environment variable > this file > default.",
+    ]
+    for section, info in Settings.model_fields.items():
+        lines += ["", f"[{section}]  # {info.description}"]
+        model = getattr(defaults, section)
+        for name, field in type(model).model_fields.items():
+            lines.append(f"# {field.description} (env {env_name(section, name)})")
+            lines.append(f"{name} = {_toml_value(getattr(model, name))}")
+    return "\n".join(lines) + "\n"

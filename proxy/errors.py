@@ -1,0 +1,117 @@
+"""Errors that carry their HTTP status, and the middleware that renders them in two envelopes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+log = logging.getLogger("relaylog")
+
+FORWARD_ROUTE = "forward"
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    502: "upstream_error",
+    503: "server_error",
+    504: "timeout_error",
+}
+
+
+class ApiError(Exception):
+    """An error answered to the client with `status`; never a stack trace."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+
+def openai_error_body(err: ApiError) -> bytes:
+    """OpenAI's error shape, which the SDKs turn into their normal exceptions."""
+    return orjson.dumps(
+        {
+            "error": {
+                "message": err.message,
+                "type": ERROR_TYPES.get(err.status, "server_error"),
+                "param": err.param,
+                "code": err.code,
+            }
+        }
+    )
+
+
+def envelope(data: object, status: int = 200) -> web.Response:
+    """The management API's success envelope."""
+    return web.Response(
+        body=orjson.dumps({"data": data, "error": None}),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def envelope_error(err: ApiError) -> web.Response:
+    return web.Response(
+        body=orjson.dumps({"data": None, "error": err.message}),
+        status=err.status,
+        content_type="application/json",
+        headers=err.headers,
+    )
+
+
+def _is_forwarded(request: web.Request) -> bool:
+    return request.match_info.route.name == FORWARD_ROUTE
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn ApiError and aiohttp's HTTP errors into the route's envelope; 500 only for bugs."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        if _is_forwarded(request):
+            return web.Response(
+                body=openai_error_body(err),
+                status=err.status,
+                content_type="application/json",
+                headers=err.headers,
+            )
+        return envelope_error(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        mapped = ApiError(exc.status, exc.reason)
+        if _is_forwarded(request):
+            return web.Response(
+                body=openai_error_body(mapped), status=exc.status, content_type="application/json"
+            )
+        return envelope_error(mapped)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        internal = ApiError(500, "internal error; see relaylog's log")
+        if _is_forwarded(request):
+            return web.Response(
+                body=openai_error_body(internal), status=500, content_type="application/json"
+            )
+        return envelope_error(internal)

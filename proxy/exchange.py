@@ -1,0 +1,139 @@
+"""One proxied exchange as the handler saw it, and its conversion to a stored Row.
+
+The handler only collects bytes and timings; parsing (JSON, SSE assembly, usage, cost) happens
+here, in the writer task, off the request's hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from proxy import sse
+from storage.models import Row, utc_iso
+
+TEXT_TYPES = ("json", "text/", "x-www-form-urlencoded", "event-stream", "xml")
+
+PriceFn = Callable[[str | None, sse.Summary], float | None]
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one forwarded call produced; filled in by the handler as the call runs."""
+
+    id: str
+    started_at: float
+    method: str
+    path: str
+    query: str | None = None
+    properties: dict[str, str] = field(default_factory=dict)
+    user_id: str | None = None
+    session_id: str | None = None
+    session_path: str | None = None
+    session_name: str | None = None
+    omit_request: bool = False
+    omit_response: bool = False
+    request_headers: dict[str, str] = field(default_factory=dict)
+    request_content_type: str = ""
+    request_body: bytes | None = None
+    response_content_type: str = ""
+    response_chunks: list[bytes] = field(default_factory=list)
+    is_stream: bool = False
+    status: int | None = None
+    outcome: str = "ok"
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    upstream_request_id: str | None = None
+    error: str | None = None
+
+
+def _as_text(data: bytes | None, content_type: str) -> str | None:
+    """Body bytes as stored text; binary bodies (audio, images) are not stored."""
+    if data is None:
+        return None
+    lowered = content_type.lower()
+    if lowered and not any(t in lowered for t in TEXT_TYPES):
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _json(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def fallback_row(ex: Exchange) -> Row:
+    """The row for an exchange whose body could not be parsed: metadata and raw text only."""
+    return Row(
+        id=ex.id,
+        created_at=utc_iso(ex.started_at),
+        method=ex.method,
+        path=ex.path,
+        query=ex.query,
+        status=ex.status,
+        outcome=ex.outcome,
+        is_stream=ex.is_stream,
+        latency_ms=ex.latency_ms,
+        ttft_ms=ex.ttft_ms,
+        user_id=ex.user_id,
+        session_id=ex.session_id,
+        session_path=ex.session_path,
+        session_name=ex.session_name,
+        properties=ex.properties,
+        request_headers=orjson.dumps(ex.request_headers).decode(),
+        upstream_request_id=ex.upstream_request_id,
+        error=ex.error,
+    )
+
+
+def to_row(ex: Exchange, price: PriceFn | None = None) -> Row:
+    """Parse bodies, assemble streams, read usage and model, price the call."""
+    row = fallback_row(ex)
+    request_text = _as_text(ex.request_body, ex.request_content_type)
+    request_json = _json(request_text)
+    if isinstance(request_json, dict) and isinstance(request_json.get("model"), str):
+        row.request_model = request_json["model"]
+    raw = b"".join(ex.response_chunks)
+    row.request_bytes = len(ex.request_body) if ex.request_body is not None else None
+    row.response_bytes = len(raw)
+    stream_done = True
+    if ex.is_stream:
+        assembled = sse.assemble(raw)
+        body: Any = assembled.body
+        stream_done = assembled.done
+        response_text = None if body is None else orjson.dumps(body).decode()
+        if body is None and raw:
+            response_text = _as_text(raw, ex.response_content_type)
+        if assembled.malformed:
+            note = f"{assembled.malformed} malformed SSE event(s)"
+            row.error = f"{row.error}; {note}" if row.error else note
+    else:
+        response_text = _as_text(raw, ex.response_content_type)
+        body = _json(response_text)
+    summary = sse.summarize(body)
+    if row.outcome == "ok" and not stream_done and not summary.finish_reason:
+        row.outcome = "stream_incomplete"
+    row.response_model = summary.model
+    row.model = summary.model or row.request_model
+    row.prompt_tokens = summary.prompt_tokens
+    row.completion_tokens = summary.completion_tokens
+    row.total_tokens = summary.total_tokens
+    if row.total_tokens is None and None not in (summary.prompt_tokens, summary.completion_tokens):
+        row.total_tokens = (summary.prompt_tokens or 0) + (summary.completion_tokens or 0)
+    row.cached_tokens = summary.cached_tokens
+    row.finish_reason = summary.finish_reason
+    if price is not None:
+        row.cost_usd = price(row.model, summary)
+    row.request_body = None if ex.omit_request else request_text
+    row.response_body = None if ex.omit_response else response_text
+    return row

@@ -1,0 +1,265 @@
+"""The /v1/{path} handler: upstream call, streaming tee, helicone-id on every answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+from aiohttp import web
+from yarl import URL
+
+from proxy.auth import KeyRing
+from proxy.errors import ApiError
+from proxy.exchange import Exchange
+from proxy.headers import (
+    HeliconeOptions,
+    client_response_headers,
+    loggable_headers,
+    new_request_id,
+    parse_helicone,
+    upstream_request_headers,
+)
+from proxy.recorder import Recorder
+from proxy.sse import UsageChunkFilter
+
+# Non-streamed upstream answers up to this size are read whole and sent in one write.
+BUFFER_LIMIT = 1024 * 1024
+
+
+@dataclass(slots=True)
+class Forwarder:
+    """Everything the forward handler needs, built once by create_app."""
+
+    session: aiohttp.ClientSession
+    recorder: Recorder
+    keys: KeyRing
+    upstream_url: str
+    upstream_key: str | None
+    max_body_bytes: int
+
+
+FORWARDER = web.AppKey("forwarder", Forwarder)
+
+
+class ClientGone(Exception):
+    """The client closed its connection while the answer was being streamed."""
+
+
+def _elapsed_ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+def _status_headers(request_id: str, status: int) -> dict[str, str]:
+    return {"helicone-id": request_id, "Helicone-Status": "success" if status < 400 else "failed"}
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    if not request.body_exists:
+        return None
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"request body is larger than {limit} bytes", code="body_too_large")
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"request body is larger than {limit} bytes", code="body_too_large")
+    return bytes(body)
+
+
+def _with_stream_usage(body: bytes | None) -> bytes | None:
+    """Add stream_options.include_usage to a streamed JSON body; None when not applicable."""
+    if body is None:
+        return None
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(parsed, dict) or parsed.get("stream") is not True:
+        return None
+    options = parsed.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        return None
+    parsed["stream_options"] = {
+        **(options if isinstance(options, dict) else {}),
+        "include_usage": True,
+    }
+    return orjson.dumps(parsed)
+
+
+def _apply_options(ex: Exchange, options: HeliconeOptions) -> None:
+    ex.properties = options.properties
+    ex.user_id = options.user_id
+    ex.session_id = options.session_id
+    ex.session_path = options.session_path
+    ex.session_name = options.session_name
+    ex.omit_request = options.omit_request
+    ex.omit_response = options.omit_response
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    """Forward one call upstream and tee its answer into the log."""
+    fw: Forwarder = request.app[FORWARDER]
+    start = time.perf_counter()
+    ex = Exchange(
+        id=new_request_id(),
+        started_at=time.time(),
+        method=request.method,
+        path=request.path,
+        query=request.query_string or None,
+        request_headers=loggable_headers(request.headers),
+        request_content_type=request.headers.get("Content-Type", ""),
+    )
+    try:
+        options = parse_helicone(request.headers)
+        ex.id = options.request_id
+        _apply_options(ex, options)
+        fw.keys.require(options.auth, "Helicone-Auth")
+        ex.request_body = await _read_body(request, fw.max_body_bytes)
+    except ApiError as err:
+        fw.recorder.begin(ex.id)
+        ex.status, ex.outcome, ex.error = err.status, "rejected", err.message
+        ex.latency_ms = _elapsed_ms(start)
+        fw.recorder.submit(ex)
+        err.headers.update(_status_headers(ex.id, err.status))
+        raise
+    fw.recorder.begin(ex.id)
+    try:
+        return await _proxy(request, fw, ex, options, start)
+    finally:
+        ex.latency_ms = _elapsed_ms(start)
+        fw.recorder.submit(ex)
+
+
+async def _proxy(
+    request: web.Request, fw: Forwarder, ex: Exchange, options: HeliconeOptions, start: float
+) -> web.StreamResponse:
+    tail = request.match_info["tail"]
+    url = fw.upstream_url + "/" + tail
+    if request.query_string:
+        url += "?" + request.query_string
+    body = ex.request_body
+    strip_usage = False
+    if options.stream_usage:
+        injected = _with_stream_usage(body)
+        if injected is not None:
+            body, strip_usage = injected, True
+    headers = upstream_request_headers(request.headers, fw.upstream_key)
+    try:
+        async with fw.session.request(
+            request.method,
+            URL(url, encoded=True),
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+        ) as upstream:
+            return await _answer(request, ex, upstream, start, strip_usage)
+    except asyncio.CancelledError:
+        ex.outcome, ex.error = "client_cancelled", "client disconnected"
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        ex.status, ex.outcome, ex.error = 504, "timeout", "upstream did not answer in time"
+        raise ApiError(
+            504,
+            "upstream did not answer in time",
+            code="upstream_timeout",
+            headers=_status_headers(ex.id, 504),
+        ) from exc
+    except aiohttp.ClientPayloadError as exc:
+        ex.status, ex.outcome = 502, "stream_incomplete"
+        ex.error = f"upstream closed the connection mid-body: {exc}"
+        raise ApiError(
+            502,
+            "upstream closed the connection mid-body",
+            code="upstream_incomplete",
+            headers=_status_headers(ex.id, 502),
+        ) from exc
+    except aiohttp.ClientError as exc:
+        ex.status, ex.outcome = 502, "upstream_unreachable"
+        ex.error = f"upstream unreachable: {exc}"
+        raise ApiError(
+            502,
+            f"upstream unreachable: {exc}",
+            code="upstream_unreachable",
+            headers=_status_headers(ex.id, 502),
+        ) from exc
+
+
+def _cut(request: web.Request) -> None:
+    """End a started response without its terminating chunk, so the client sees the cut."""
+    if request.transport is not None:
+        request.transport.close()
+
+
+async def _answer(
+    request: web.Request,
+    ex: Exchange,
+    upstream: aiohttp.ClientResponse,
+    start: float,
+    strip_usage: bool,
+) -> web.StreamResponse:
+    ex.status = upstream.status
+    ex.upstream_request_id = upstream.headers.get("x-request-id")
+    content_type = upstream.headers.get("Content-Type", "")
+    ex.response_content_type = content_type
+    ex.outcome = "ok" if upstream.status < 400 else "upstream_error"
+    headers = client_response_headers(upstream.headers)
+    headers.update(_status_headers(ex.id, upstream.status))
+    ex.is_stream = "text/event-stream" in content_type
+    length = upstream.content_length
+    if not ex.is_stream and length is not None and length <= BUFFER_LIMIT:
+        data = await upstream.read()
+        ex.response_chunks.append(data)
+        return web.Response(body=data, status=upstream.status, headers=headers)
+    response = web.StreamResponse(status=upstream.status, headers=headers)
+    await response.prepare(request)
+    try:
+        await _tee(request, response, ex, upstream, start, strip_usage)
+    except ClientGone:
+        ex.outcome, ex.error = "client_cancelled", "client disconnected mid-stream"
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        ex.outcome, ex.error = "timeout", "upstream went silent mid-stream"
+        _cut(request)
+    except aiohttp.ClientError as exc:
+        ex.outcome, ex.error = "stream_incomplete", f"upstream closed mid-stream: {exc}"
+        _cut(request)
+    return response
+
+
+async def _tee(
+    request: web.Request,
+    response: web.StreamResponse,
+    ex: Exchange,
+    upstream: aiohttp.ClientResponse,
+    start: float,
+    strip_usage: bool,
+) -> None:
+    """Pass each upstream chunk to the client as it arrives, keeping a copy for the log."""
+    usage_filter = UsageChunkFilter() if strip_usage and ex.is_stream else None
+    async for chunk in upstream.content.iter_any():
+        if ex.ttft_ms is None and ex.is_stream:
+            ex.ttft_ms = _elapsed_ms(start)
+        ex.response_chunks.append(chunk)
+        out = usage_filter.feed(chunk) if usage_filter else chunk
+        if out:
+            await _write(request, response, out)
+    if usage_filter is not None:
+        rest = usage_filter.flush()
+        if rest:
+            await _write(request, response, rest)
+    try:
+        await response.write_eof()
+    except ConnectionResetError as exc:
+        raise ClientGone from exc
+
+
+async def _write(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ClientGone
+    try:
+        await response.write(data)
+    except ConnectionResetError as exc:
+        raise ClientGone from exc

@@ -1,0 +1,153 @@
+"""Bounded queue + one batching writer task. Rows leave the queue only after their commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from itertools import islice
+
+from proxy.exchange import Exchange, fallback_row
+from storage import Row, Store
+
+log = logging.getLogger("relaylog.recorder")
+
+RETRY_START_S = 0.05
+DROP_WARN_EVERY_S = 10.0
+
+
+class Recorder:
+    """Handlers `submit` exchanges without waiting; `run` commits them in batches.
+
+    A failed commit is retried with backoff and the batch stays at the head of the queue.
+    When the queue is full the exchange is still served, and the drop is counted and logged.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        to_row: Callable[[Exchange], Row],
+        *,
+        queue_size: int,
+        batch_size: int,
+        retry_max_s: float,
+        drain_timeout_s: float,
+    ) -> None:
+        self.store = store
+        self.to_row = to_row
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.retry_max_s = retry_max_s
+        self.drain_timeout_s = drain_timeout_s
+        self._queue: deque[Exchange] = deque()
+        self._in_flight: Counter[str] = Counter()
+        self._queued: Counter[str] = Counter()
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._last_drop_warning = 0.0
+        self.dropped = 0
+        self.written = 0
+        self.failed_commits = 0
+        self.lost_on_shutdown = 0
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing is being served and nothing waits to be written."""
+        return not self._queue and not self._in_flight
+
+    def begin(self, request_id: str) -> None:
+        """Mark an exchange as being served, so feedback for it is accepted at once."""
+        self._in_flight[request_id] += 1
+
+    def submit(self, exchange: Exchange) -> bool:
+        """Queue a finished exchange; never blocks. False when it had to be dropped."""
+        self._in_flight[exchange.id] -= 1
+        if self._in_flight[exchange.id] <= 0:
+            del self._in_flight[exchange.id]
+        if len(self._queue) >= self.queue_size:
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self._last_drop_warning >= DROP_WARN_EVERY_S:
+                self._last_drop_warning = now
+                log.warning(
+                    "log queue full (%d rows waiting): dropped %d exchanges so far",
+                    len(self._queue),
+                    self.dropped,
+                )
+            return False
+        self._queue.append(exchange)
+        self._queued[exchange.id] += 1
+        self._wakeup.set()
+        return True
+
+    def is_pending(self, request_id: str) -> bool:
+        """True while the exchange is being served or waits in the queue."""
+        return request_id in self._in_flight or request_id in self._queued
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="relaylog-recorder")
+
+    async def stop(self) -> None:
+        """Drain the queue (bounded by drain_timeout_s), then stop the writer."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    def _convert(self, exchange: Exchange) -> Row:
+        try:
+            return self.to_row(exchange)
+        except Exception:
+            log.exception("could not parse exchange %s; storing it unparsed", exchange.id)
+            return fallback_row(exchange)
+
+    async def run(self) -> None:
+        backoff = RETRY_START_S
+        deadline: float | None = None
+        rows: list[Row] = []
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._stopping and deadline is None:
+                deadline = time.monotonic() + self.drain_timeout_s
+            if not rows:
+                batch = list(islice(self._queue, self.batch_size))
+                rows = [self._convert(e) for e in batch]
+            try:
+                await self.store.write_batch(rows)
+            except Exception as exc:
+                self.failed_commits += 1
+                log.warning(
+                    "log write of %d rows failed (%s); retrying in %.2fs", len(rows), exc, backoff
+                )
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.lost_on_shutdown = len(self._queue)
+                    log.error(
+                        "shutdown: store failing for %.0fs; %d queued exchanges not written",
+                        self.drain_timeout_s,
+                        self.lost_on_shutdown,
+                    )
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.retry_max_s)
+                continue
+            backoff = RETRY_START_S
+            for _ in rows:
+                done = self._queue.popleft()
+                self._queued[done.id] -= 1
+                if self._queued[done.id] <= 0:
+                    del self._queued[done.id]
+            self.written += len(rows)
+            rows = []

@@ -1,0 +1,61 @@
+"""The store interface every backend implements, and open_store() to pick one from a URL."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from storage.models import Row
+
+
+class StoreError(Exception):
+    """The store could not complete an operation (busy, unreachable, full)."""
+
+
+class Store(Protocol):
+    """What the recorder, the management API and the CLI need from a log store."""
+
+    description: str
+
+    async def open(self) -> list[str]:
+        """Connect and bring the schema up to date; return the migrations applied."""
+
+    async def close(self) -> None: ...
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; return the names applied."""
+
+    async def ping(self) -> None:
+        """Raise StoreError when the store cannot answer."""
+
+    async def write_batch(self, rows: Sequence[Row]) -> None:
+        """Upsert rows in one transaction; a reused id replaces the exchange."""
+
+    async def get_request(self, request_id: str) -> dict[str, Any] | None:
+        """The row with its properties, feedback and scores, or None."""
+
+    async def request_exists(self, request_id: str) -> bool: ...
+
+    async def session_exists(self, session_id: str) -> bool: ...
+
+    async def upsert_feedback(
+        self, request_id: str, rating: bool, comment: str | None
+    ) -> dict[str, Any]: ...
+
+    async def upsert_session_feedback(self, session_id: str, rating: bool) -> dict[str, Any]: ...
+
+    async def upsert_scores(
+        self, request_id: str, scores: Mapping[str, float]
+    ) -> dict[str, float]: ...
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run a parameterised read query written with `?` placeholders."""
+
+
+def open_store(db: str) -> Store:
+    """The store for a `--db` value: a postgresql:// URL or a SQLite path."""
+    if db.startswith(("postgresql://", "postgres://")):
+        raise StoreError("the PostgreSQL store is not available in this version; use a SQLite path")
+    from storage.sqlite import SQLiteStore
+
+    return SQLiteStore(db)

@@ -1,0 +1,63 @@
+"""The logged row and the small value types the stores exchange."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+OUTCOMES = (
+    "ok",
+    "upstream_error",
+    "timeout",
+    "upstream_unreachable",
+    "client_cancelled",
+    "stream_incomplete",
+    "rejected",
+)
+
+
+def utc_iso(ts: float) -> str:
+    """Fixed-width UTC timestamp; sorts lexicographically in time order."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass(slots=True)
+class Row:
+    """One logged exchange, as stored in the `requests` table."""
+
+    id: str
+    created_at: str
+    method: str
+    path: str
+    query: str | None = None
+    request_model: str | None = None
+    response_model: str | None = None
+    model: str | None = None
+    status: int | None = None
+    outcome: str = "ok"
+    is_stream: bool = False
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_tokens: int | None = None
+    cost_usd: float | None = None
+    finish_reason: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    session_path: str | None = None
+    session_name: str | None = None
+    properties: dict[str, str] = field(default_factory=dict)
+    request_body: str | None = None
+    response_body: str | None = None
+    request_bytes: int | None = None
+    response_bytes: int | None = None
+    request_headers: str | None = None
+    upstream_request_id: str | None = None
+    error: str | None = None
+
+
+# Column order used by every INSERT; `properties` is stored as JSON text here and also
+# row-per-property in `request_properties` for filtering.
+ROW_COLUMNS: tuple[str, ...] = tuple(Row.__dataclass_fields__)
