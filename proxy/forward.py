@@ -108,7 +108,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         started_at=time.time(),
         method=request.method,
         path=request.path,
-        query=request.query_string or None,
+        query=request.rel_url.raw_query_string or None,
         request_headers=loggable_headers(request.headers),
         request_content_type=request.headers.get("Content-Type", ""),
     )
@@ -136,10 +136,10 @@ async def forward(request: web.Request) -> web.StreamResponse:
 async def _proxy(
     request: web.Request, fw: Forwarder, ex: Exchange, options: HeliconeOptions, start: float
 ) -> web.StreamResponse:
-    tail = request.match_info["tail"]
-    url = fw.upstream_url + "/" + tail
-    if request.query_string:
-        url += "?" + request.query_string
+    # Raw (still percent-encoded) path and query, so the upstream sees exactly what was sent.
+    url = fw.upstream_url + request.rel_url.raw_path.removeprefix("/v1")
+    if request.rel_url.raw_query_string:
+        url += "?" + request.rel_url.raw_query_string
     body = ex.request_body
     strip_usage = False
     if options.stream_usage:

@@ -30,6 +30,9 @@ class Fault:
     raw_text: str | None = None
 
 
+FAULT = web.RequestKey("fault", Fault)
+
+
 def parse_fault(header: str | None) -> Fault:
     """Parse `Sandbox-Fault`; unknown keys are a 400 so typos do not pass silently."""
     fault = Fault()
@@ -135,18 +138,24 @@ def _error(status: int, fault: Fault) -> web.Response:
     )
 
 
+def _bad_request(message: str) -> web.Response:
+    body = {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    }
+    return web.Response(body=orjson.dumps(body), status=400, content_type="application/json")
+
+
+class BadBody(Exception):
+    """The request body is not the JSON object an endpoint needs."""
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(
-            body=orjson.dumps(
-                {"error": {"message": "body is not JSON", "type": "invalid_request_error"}}
-            ),
-            content_type="application/json",
-        ) from exc
+        raise BadBody("We could not parse the JSON body of your request.") from exc
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object")
+        raise BadBody("The body of your request must be a JSON object.")
     return body
 
 
@@ -176,7 +185,7 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    fault: Fault = request["fault"]
+    fault: Fault = request[FAULT]
     body = await _json_body(request)
     model = str(body.get("model") or "gpt-4o-mini")
     text = last_user_text(body.get("messages"))
@@ -280,7 +289,7 @@ async def models(request: web.Request) -> web.StreamResponse:
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
-    fault: Fault = request["fault"]
+    fault: Fault = request[FAULT]
     body = await _json_body(request)
     model = str(body.get("model") or "gpt-4o-mini")
     text = last_user_text(body.get("input"))
@@ -352,7 +361,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
 @web.middleware
 async def fault_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     fault = parse_fault(request.headers.get(FAULT_HEADER))
-    request["fault"] = fault
+    request[FAULT] = fault
     if fault.delay_ms:
         await asyncio.sleep(fault.delay_ms / 1000)
     if fault.status is not None:
@@ -360,7 +369,10 @@ async def fault_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return _error(fault.status, fault)
     if fault.raw_text is not None:
         return web.Response(text=fault.raw_text, content_type="application/json")
-    response: web.StreamResponse = await handler(request)
+    try:
+        response: web.StreamResponse = await handler(request)
+    except BadBody as exc:
+        return _bad_request(str(exc))
     return response
 
 

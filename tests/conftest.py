@@ -52,7 +52,9 @@ async def upstream() -> AsyncIterator[Upstream]:
     async def record(request: web.Request, handler: Any) -> web.StreamResponse:
         body = await request.read()
         seen.append(
-            Received(request.method, request.path, request.query_string, dict(request.headers), body)
+            Received(
+                request.method, request.path, request.query_string, dict(request.headers), body
+            )
         )
         return await handler(request)
 
@@ -86,9 +88,7 @@ ProxyFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]
 
 
 @pytest.fixture
-async def make_proxy(
-    aiohttp_client: Any, make_settings: Callable[..., Settings]
-) -> ProxyFactory:
+async def make_proxy(aiohttp_client: Any, make_settings: Callable[..., Settings]) -> ProxyFactory:
     """Start relaylog (create_app) under a real test server; returns its TestClient."""
 
     async def start(**sections: dict[str, Any]) -> TestClient[web.Request, web.Application]:

@@ -1,0 +1,378 @@
+"""Forwarding: header policy, errors in OpenAI's shape, streaming tee outcomes, what is stored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import ProxyFactory, Upstream, settle, store_of, stored
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+STREAM = {**CHAT, "stream": True}
+
+
+@pytest.fixture
+async def custom_upstream() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
+    """Start an arbitrary aiohttp app as the upstream; returns its /v1 base URL."""
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application) -> str:
+        server = TestServer(app)
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("/v1"))
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+async def test_helicone_headers_are_consumed_and_hop_by_hop_dropped(
+    proxy: Any, upstream: Upstream
+) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions?api-version=2024-01",
+        json=CHAT,
+        headers={
+            "Authorization": "Bearer sk-client",
+            "Helicone-Property-Feature": "search",
+            "Helicone-Auth": "Bearer ignored-when-no-keys",
+            "Proxy-Authorization": "Basic x",
+            "TE": "trailers",
+            "X-Custom": "kept",
+        },
+    )
+    assert response.status == 200
+    received = upstream.received[-1]
+    assert received.path == "/v1/chat/completions"
+    assert received.query == "api-version=2024-01"
+    assert received.headers["Authorization"] == "Bearer sk-client"
+    assert received.headers["X-Custom"] == "kept"
+    assert received.headers["Accept-Encoding"] == "identity"
+    lowered = {k.lower() for k in received.headers}
+    assert not {h for h in lowered if h.startswith("helicone-")}
+    assert not lowered & {"proxy-authorization", "te"}
+    assert response.headers["helicone-id"]
+    assert "Transfer-Encoding" not in response.headers or response.headers["Transfer-Encoding"]
+
+
+async def test_upstream_key_added_only_when_client_sends_none(
+    make_proxy: ProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await make_proxy(upstream={"api_key": "sk-configured"})
+    await proxy.post("/v1/chat/completions", json=CHAT)
+    assert upstream.received[-1].headers["Authorization"] == "Bearer sk-configured"
+    await proxy.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer sk-own"})
+    assert upstream.received[-1].headers["Authorization"] == "Bearer sk-own"
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["has space", "-leading-dash", "x" * 129, "semi;colon", "ünicode", "quote'"],
+)
+async def test_invalid_request_id_is_refused_before_forwarding(
+    proxy: Any, upstream: Upstream, bad_id: str
+) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions",
+        json=CHAT,
+        headers={"Helicone-Request-Id": bad_id.encode().decode("latin-1")},
+    )
+    assert response.status == 400
+    body = await response.json()
+    assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["param"] == "Helicone-Request-Id"
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert response.headers["Helicone-Status"] == "failed"
+    assert upstream.received == []
+    row = await stored(proxy.app, response.headers["helicone-id"])
+    assert row["outcome"] == "rejected"
+    assert row["status"] == 400
+
+
+@pytest.mark.parametrize(
+    "good_id", ["ticket-42-1700000000", "7f1c2a9e-0d7b-4c1e-9a8e-2f4b6c8d0e1f", "a", "user@x:1.2_3"]
+)
+async def test_valid_request_ids_are_kept_verbatim(proxy: Any, good_id: str) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions", json=CHAT, headers={"Helicone-Request-Id": good_id}
+    )
+    assert response.headers["helicone-id"] == good_id
+    assert (await stored(proxy.app, good_id))["outcome"] == "ok"
+
+
+async def test_reused_id_replaces_the_exchange(proxy: Any) -> None:
+    for text in ("first", "second"):
+        body = {**CHAT, "messages": [{"role": "user", "content": text}]}
+        await proxy.post(
+            "/v1/chat/completions",
+            json=body,
+            headers={"Helicone-Request-Id": "same-id", "Helicone-Property-Try": text},
+        )
+    row = await stored(proxy.app, "same-id")
+    assert row["response_body"]["choices"][0]["message"]["content"] == "Echo: second"
+    assert row["properties"] == {"try": "second"}
+    props = await store_of(proxy.app).fetch("SELECT * FROM request_properties")
+    assert props == [{"request_id": "same-id", "key": "try", "value": "second"}]
+
+
+@pytest.mark.parametrize(
+    ("headers", "param"),
+    [
+        ({"Helicone-Property-Big": "x" * 1025}, "Helicone-Property-Big"),
+        ({"Helicone-Omit-Request": "maybe"}, "Helicone-Omit-Request"),
+        ({f"Helicone-Property-P{i}": "v" for i in range(65)}, "Helicone-Property-P64"),
+    ],
+)
+async def test_bad_helicone_headers_give_400(
+    proxy: Any, upstream: Upstream, headers: dict[str, str], param: str
+) -> None:
+    response = await proxy.post("/v1/chat/completions", json=CHAT, headers=headers)
+    assert response.status == 400
+    assert (await response.json())["error"]["param"].lower() == param.lower()
+    assert upstream.received == []
+
+
+async def test_upstream_errors_pass_through_verbatim(proxy: Any) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions",
+        json=CHAT,
+        headers={"Sandbox-Fault": "status=429, retry_after=7"},
+    )
+    assert response.status == 429
+    assert response.headers["Retry-After"] == "7"
+    assert response.headers["Helicone-Status"] == "failed"
+    body = await response.json()
+    assert body["error"]["code"] == "rate_limit_exceeded"
+    row = await stored(proxy.app, response.headers["helicone-id"])
+    assert (row["status"], row["outcome"]) == (429, "upstream_error")
+    assert row["response_body"]["error"]["message"] == "sandbox fault 429"
+
+
+async def test_unreachable_upstream_gives_502_and_a_row(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(upstream={"url": "http://127.0.0.1:9/v1"})
+    response = await proxy.post("/v1/chat/completions", json=CHAT)
+    assert response.status == 502
+    assert (await response.json())["error"]["code"] == "upstream_unreachable"
+    row = await stored(proxy.app, response.headers["helicone-id"])
+    assert (row["status"], row["outcome"]) == (502, "upstream_unreachable")
+    assert row["request_body"]["messages"][0]["content"] == "hello"
+
+
+async def test_slow_upstream_gives_504_and_a_row(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(upstream={"read_timeout_s": 0.2})
+    response = await proxy.post(
+        "/v1/chat/completions", json=CHAT, headers={"Sandbox-Fault": "delay_ms=2000"}
+    )
+    assert response.status == 504
+    assert response.headers["Helicone-Status"] == "failed"
+    row = await stored(proxy.app, response.headers["helicone-id"])
+    assert (row["status"], row["outcome"]) == (504, "timeout")
+
+
+async def test_upstream_silent_mid_stream_is_a_timeout_with_partial_body(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(upstream={"read_timeout_s": 0.3})
+    response = await proxy.post(
+        "/v1/chat/completions", json=STREAM, headers={"Sandbox-Fault": "chunk_delay_ms=1000"}
+    )
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    row = await stored(proxy.app, response.headers["helicone-id"])
+    assert row["outcome"] == "timeout"
+    assert row["response_body"]["choices"][0]["message"]["role"] == "assistant"
+
+
+async def test_upstream_cut_mid_stream_is_stream_incomplete(proxy: Any) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions",
+        json={**STREAM, "messages": [{"role": "user", "content": "one two three four"}]},
+        headers={"Sandbox-Fault": "cut_after=3"},
+    )
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    row = await stored(proxy.app, response.headers["helicone-id"])
+    assert row["outcome"] == "stream_incomplete"
+    assert row["response_body"]["choices"][0]["message"]["content"] == "Echo: one "
+    assert row["finish_reason"] is None
+
+
+async def test_client_gone_mid_stream_is_client_cancelled_with_partial_body(proxy: Any) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions",
+        json={**STREAM, "messages": [{"role": "user", "content": "a b c d e f g h"}]},
+        headers={"Sandbox-Fault": "chunk_delay_ms=100", "Helicone-Request-Id": "gone-1"},
+    )
+    assert response.status == 200
+    first = await response.content.readuntil(b"\n\n")
+    assert first.startswith(b"data: ")
+    await asyncio.sleep(0.25)
+    response.close()
+    row = await stored(proxy.app, "gone-1")
+    assert row["outcome"] == "client_cancelled"
+    content = row["response_body"]["choices"][0]["message"]["content"]
+    full = "Echo: a b c d e f g h"
+    assert content and full.startswith(content) and content != full
+    assert row["latency_ms"] < 1000
+
+
+async def test_oversized_body_gives_413_without_forwarding(
+    make_proxy: ProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await make_proxy(server={"max_body_bytes": 2048})
+    response = await proxy.post("/v1/chat/completions", data=b"x" * 5000)
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "body_too_large"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b"y" * 1000
+
+    chunked = await proxy.post("/v1/chat/completions", data=chunks())
+    assert chunked.status == 413
+    assert upstream.received == []
+    await settle(proxy.app)
+
+
+async def test_invalid_json_is_forwarded_as_is_and_logged_raw(
+    proxy: Any, upstream: Upstream
+) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    assert upstream.received[-1].body == b"{not json"
+    row = await stored(proxy.app, response.headers["helicone-id"])
+    assert row["request_body"] == "{not json"
+    assert row["request_model"] is None
+
+
+async def test_omit_headers_keep_metrics_but_not_bodies(proxy: Any) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions",
+        json=CHAT,
+        headers={"Helicone-Omit-Request": "true", "Helicone-Omit-Response": "true"},
+    )
+    row = await stored(proxy.app, response.headers["helicone-id"])
+    assert row["request_body"] is None and row["response_body"] is None
+    assert row["total_tokens"] is not None
+    assert row["model"] == "gpt-4o-mini"
+
+
+async def test_stream_usage_injection_hidden_from_client(proxy: Any, upstream: Upstream) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions", json=STREAM, headers={"Helicone-Stream-Usage": "true"}
+    )
+    text = (await response.read()).decode()
+    sent = orjson.loads(upstream.received[-1].body)
+    assert sent["stream_options"] == {"include_usage": True}
+    assert '"usage":{' not in text.replace(" ", "")
+    assert text.rstrip().endswith("data: [DONE]")
+    row = await stored(proxy.app, response.headers["helicone-id"])
+    assert row["prompt_tokens"] is not None and row["completion_tokens"] is not None
+
+
+async def test_stream_usage_kept_for_client_that_asked(proxy: Any) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions",
+        json={**STREAM, "stream_options": {"include_usage": True}},
+        headers={"Helicone-Stream-Usage": "true"},
+    )
+    assert '"usage":{' in (await response.read()).decode().replace(" ", "")
+
+
+async def test_redirects_are_not_followed_and_methods_pass_through(
+    make_proxy: ProxyFactory, custom_upstream: Callable[[web.Application], Awaitable[str]]
+) -> None:
+    async def redirect(request: web.Request) -> web.Response:
+        return web.Response(status=307, headers={"Location": "http://127.0.0.1:9/elsewhere"})
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"method": request.method, "query": request.rel_url.raw_query_string}
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/v1/files/redirect", redirect)
+    app.router.add_route("*", "/v1/files/{name}", echo)
+    proxy = await make_proxy(upstream={"url": await custom_upstream(app)})
+    response = await proxy.get("/v1/files/redirect", allow_redirects=False)
+    assert response.status == 307
+    assert response.headers["Location"] == "http://127.0.0.1:9/elsewhere"
+    for method in ("GET", "DELETE", "PUT", "PATCH"):
+        answer = await proxy.request(method, "/v1/files/abc?limit=2&after=x%20y")
+        assert await answer.json() == {"method": method, "query": "limit=2&after=x%20y"}
+        assert answer.headers["helicone-id"]
+
+
+async def test_large_non_streamed_answer_is_streamed_through(
+    make_proxy: ProxyFactory, custom_upstream: Callable[[web.Application], Awaitable[str]]
+) -> None:
+    payload = b'{"data": "' + b"z" * (3 * 1024 * 1024) + b'"}'
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for start in range(0, len(payload), 65536):
+            await response.write(payload[start : start + 65536])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/big", big)
+    proxy = await make_proxy(upstream={"url": await custom_upstream(app)})
+    response = await proxy.get("/v1/big")
+    assert await response.read() == payload
+    row = await stored(proxy.app, response.headers["helicone-id"])
+    assert row["response_bytes"] == len(payload)
+
+
+async def test_proxy_keys_guard_forwarded_routes(
+    make_proxy: ProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await make_proxy(auth={"proxy_keys": ["pk-one", "pk-two"]})
+    missing = await proxy.post("/v1/chat/completions", json=CHAT)
+    assert missing.status == 401
+    assert missing.headers["helicone-id"]
+    assert (await missing.json())["error"]["type"] == "authentication_error"
+    wrong = await proxy.post(
+        "/v1/chat/completions", json=CHAT, headers={"Helicone-Auth": "Bearer pk-three"}
+    )
+    assert wrong.status == 401
+    assert upstream.received == []
+    ok = await proxy.post(
+        "/v1/chat/completions", json=CHAT, headers={"Helicone-Auth": "Bearer pk-two"}
+    )
+    assert ok.status == 200
+
+
+async def test_no_credential_reaches_the_store(make_proxy: ProxyFactory, tmp_path: Path) -> None:
+    secrets = ["sk-upstream-SECRET-1", "pk-proxy-SECRET-2", "sk-client-SECRET-3", "cookie-SECRET-4"]
+    proxy = await make_proxy(upstream={"api_key": secrets[0]}, auth={"proxy_keys": [secrets[1]]})
+    auth = {"Helicone-Auth": f"Bearer {secrets[1]}", "Cookie": f"session={secrets[3]}"}
+    await proxy.post("/v1/chat/completions", json=CHAT, headers=auth)
+    await proxy.post(
+        "/v1/chat/completions",
+        json=STREAM,
+        headers={**auth, "Authorization": f"Bearer {secrets[2]}", "api-key": secrets[2]},
+    )
+    await proxy.post("/v1/chat/completions", json=CHAT, headers={"Helicone-Auth": "Bearer wrong"})
+    await settle(proxy.app)
+    await store_of(proxy.app).close()
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("relaylog.db")]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in data, f"{secret} found in {path.name}"
