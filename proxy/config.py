@@ -203,7 +203,7 @@ def example_toml() -> str:
     defaults = Settings()
     lines = [
         "# relaylog settings: every key with its default.",
-        "# Precedence: CLI flag > RELAYLOG_<SECTION>_<KEY> environment variable > this file > default.",
+        "# Precedence: CLI flag > env RELAYLOG_<SECTION>_<KEY> > this file > default.",
     ]
     for section, info in Settings.model_fields.items():
         lines += ["", f"[{section}]  # {info.description}"]

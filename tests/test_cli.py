@@ -1,0 +1,186 @@
+"""The relaylog command as a user runs it: serve, SIGTERM drain, requests, show, migrate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from proxy.cli import main
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "from the cli test"}]}
+LISTEN = re.compile(rb"listening on (http://\S+)")
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("RELAYLOG_")}
+
+
+@dataclass
+class Served:
+    process: asyncio.subprocess.Process
+    url: str
+
+
+async def start_serve(tmp_path: Path, *extra: str) -> Served:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "serve",
+        "--upstream",
+        "sandbox",
+        "--port",
+        "0",
+        "--db",
+        str(tmp_path / "cli.db"),
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=tmp_path,
+        env=clean_env(),
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 20)
+    match = LISTEN.search(line)
+    assert match, line
+    return Served(process, match.group(1).decode())
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    server = await start_serve(tmp_path)
+    yield server
+    if server.process.returncode is None:
+        server.process.kill()
+        await server.process.wait()
+
+
+async def test_sigterm_finishes_in_flight_requests_and_writes_every_row(
+    served: Served, tmp_path: Path
+) -> None:
+    async with aiohttp.ClientSession() as session:
+
+        async def call(n: int) -> int:
+            async with session.post(
+                f"{served.url}/v1/chat/completions",
+                json=CHAT,
+                headers={"Sandbox-Fault": "delay_ms=400", "Helicone-Request-Id": f"term-{n}"},
+            ) as response:
+                await response.read()
+                return response.status
+
+        calls = [asyncio.create_task(call(n)) for n in range(60)]
+        await asyncio.sleep(0.2)
+        served.process.send_signal(signal.SIGTERM)
+        statuses = await asyncio.gather(*calls)
+    assert statuses == [200] * 60
+    assert await asyncio.wait_for(served.process.wait(), 30) == 0
+    out = await run_cli("requests", "--db", str(tmp_path / "cli.db"), "--limit", "100", "--json")
+    ids = {orjson.loads(line)["id"] for line in out.splitlines()}
+    assert ids == {f"term-{n}" for n in range(60)}
+
+
+async def run_cli(*args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_env(),
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_serve_prints_one_line_and_requests_show_read_the_log(
+    served: Served, tmp_path: Path
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{served.url}/v1/chat/completions",
+            json=CHAT,
+            headers={"Helicone-Request-Id": "cli-1", "Helicone-User-Id": "alice"},
+        ) as response:
+            assert response.status == 200
+        async with session.get(f"{served.url}/readyz") as ready:
+            assert (await ready.json())["data"]["status"] == "ready"
+    served.process.send_signal(signal.SIGINT)
+    assert await served.process.wait() == 0
+    db = str(tmp_path / "cli.db")
+    table = await run_cli("requests", "--db", db, "--user", "alice")
+    header, row = table.splitlines()
+    assert header.split()[:3] == ["id", "created_at", "model"]
+    assert row.startswith("cli-1 ") and "gpt-4o-mini" in row and " ok " in row
+    assert (await run_cli("requests", "--db", db, "--user", "bob")).split() == header.split()
+    shown = orjson.loads(await run_cli("show", "cli-1", "--db", db))
+    assert shown["response_body"]["choices"][0]["message"]["content"] == "Echo: from the cli test"
+    assert "authorization" not in shown["request_headers"]
+
+
+def test_show_unknown_id_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "nope", "--db", str(tmp_path / "x.db")]) == 1
+    assert "no logged request" in capsys.readouterr().err
+
+
+def test_migrate_reports_applied_then_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "m.db")
+    assert main(["migrate", "--db", db]) == 0
+    assert "applied: 001_initial" in capsys.readouterr().out
+    assert main(["migrate", "--db", db]) == 0
+    assert "none pending" in capsys.readouterr().out
+
+
+def test_non_loopback_bind_without_keys_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("RELAYLOG_")]:
+        monkeypatch.delenv(name)
+    assert main(["serve", "--host", "0.0.0.0", "--db", str(tmp_path / "x.db")]) == 2
+    assert "refusing to listen on 0.0.0.0" in capsys.readouterr().err
+
+
+def test_bad_config_is_reported_not_raised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nport = -1\n")
+    assert main(["requests", "--config", str(bad), "--db", str(tmp_path / "x.db")]) == 2
+    assert "server.port" in capsys.readouterr().err
+
+
+async def test_sandbox_command_serves_the_fake_api(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "sandbox",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        env=clean_env(),
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 20)
+    match = LISTEN.search(line)
+    assert match, line
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{match.group(1).decode()}/models") as response:
+            assert "gpt-4o-mini" in {m["id"] for m in (await response.json())["data"]}
+    process.terminate()
+    assert await process.wait() == 0

@@ -1,0 +1,124 @@
+"""Header policy and Helicone header parsing, without sockets."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict
+
+from proxy.headers import (
+    HeaderError,
+    client_response_headers,
+    is_valid_request_id,
+    loggable_headers,
+    parse_helicone,
+    upstream_request_headers,
+)
+
+
+def headers(**items: str) -> CIMultiDict[str]:
+    return CIMultiDict((k.replace("_", "-"), v) for k, v in items.items())
+
+
+def test_absent_request_id_gets_a_fresh_uuid() -> None:
+    first = parse_helicone(headers()).request_id
+    second = parse_helicone(headers()).request_id
+    assert first != second and len(first) == 36
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("ticket-42-1700000000", True),
+        ("A", True),
+        ("9" * 128, True),
+        ("9" * 129, False),
+        ("", False),
+        (".dot-first", False),
+        ("a/b", False),
+        ("a b", False),
+        ("mail@host:80", True),
+    ],
+)
+def test_request_id_alphabet(value: str, valid: bool) -> None:
+    assert is_valid_request_id(value) is valid
+
+
+def test_properties_are_lowercased_and_values_verbatim() -> None:
+    parsed = parse_helicone(
+        headers(Helicone_Property_Prompt_Version="V2 Draft", helicone_property_ENV="Prod")
+    )
+    assert parsed.properties == {"prompt-version": "V2 Draft", "env": "Prod"}
+
+
+def test_flags_and_session_fields() -> None:
+    parsed = parse_helicone(
+        headers(
+            Helicone_Omit_Request="TRUE",
+            Helicone_Omit_Response="false",
+            Helicone_Stream_Usage="1",
+            Helicone_Session_Id="s1",
+            Helicone_Session_Path="parent/child",
+            Helicone_User_Id="u1",
+        )
+    )
+    assert (parsed.omit_request, parsed.omit_response, parsed.stream_usage) == (True, False, True)
+    assert parsed.session_path == "/parent/child"
+    assert (parsed.session_id, parsed.user_id) == ("s1", "u1")
+
+
+def test_empty_property_name_is_refused() -> None:
+    with pytest.raises(HeaderError):
+        parse_helicone(headers(Helicone_Property_="x"))
+
+
+def test_upstream_headers_drop_helicone_hop_by_hop_and_recomputed() -> None:
+    out = upstream_request_headers(
+        headers(
+            Host="relaylog:8787",
+            Connection="keep-alive",
+            Content_Length="12",
+            Helicone_Auth="Bearer pk",
+            Helicone_User_Id="u",
+            Accept_Encoding="gzip, br",
+            OpenAI_Organization="org-1",
+        ),
+        upstream_key="sk-up",
+    )
+    assert out == {
+        "OpenAI-Organization": "org-1",
+        "Authorization": "Bearer sk-up",
+        "Accept-Encoding": "identity",
+    }
+
+
+def test_client_authorization_wins_over_configured_key() -> None:
+    out = upstream_request_headers(headers(authorization="Bearer mine"), upstream_key="sk-up")
+    assert out["authorization"] == "Bearer mine"
+    assert "Authorization" not in out
+
+
+def test_response_headers_keep_rate_limit_and_drop_hop_by_hop() -> None:
+    out = client_response_headers(
+        headers(
+            Transfer_Encoding="chunked",
+            Content_Length="10",
+            Connection="close",
+            x_ratelimit_remaining_requests="99",
+            Retry_After="3",
+        )
+    )
+    assert out == {"x-ratelimit-remaining-requests": "99", "Retry-After": "3"}
+
+
+def test_loggable_headers_never_contain_credentials() -> None:
+    out = loggable_headers(
+        headers(
+            Authorization="Bearer sk",
+            Helicone_Auth="Bearer pk",
+            api_key="k",
+            Cookie="c",
+            X_Api_Key="k2",
+            User_Agent="OpenAI/Python",
+        )
+    )
+    assert out == {"user-agent": "OpenAI/Python"}

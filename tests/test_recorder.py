@@ -1,0 +1,130 @@
+"""The recorder: batches, retries failed commits, counts drops, drains on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.exchange import Exchange, to_row
+from proxy.recorder import Recorder
+from storage import Row, open_store
+from storage.base import StoreError
+from storage.sqlite import SQLiteStore
+
+
+class FlakyStore(SQLiteStore):
+    """A real SQLite store whose next `failures` commits fail."""
+
+    def __init__(self, path: str, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+        self.batches: list[int] = []
+
+    async def write_batch(self, rows: Sequence[Row]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("database is locked")
+        self.batches.append(len(rows))
+        await super().write_batch(rows)
+
+
+def exchange(n: int) -> Exchange:
+    return Exchange(
+        id=f"r{n}", started_at=1_700_000_000 + n, method="POST", path="/v1/chat/completions"
+    )
+
+
+def recorder_for(store: Any, **overrides: Any) -> Recorder:
+    options: dict[str, Any] = {
+        "queue_size": 100,
+        "batch_size": 10,
+        "retry_max_s": 0.05,
+        "drain_timeout_s": 2.0,
+    }
+    options.update(overrides)
+    return Recorder(store, to_row, **options)
+
+
+async def count(store: Any) -> int:
+    return int((await store.fetch("SELECT count(*) AS n FROM requests"))[0]["n"])
+
+
+async def test_failed_commits_are_retried_and_nothing_is_lost(tmp_path: Path) -> None:
+    store = FlakyStore(str(tmp_path / "r.db"), failures=3)
+    await store.open()
+    recorder = recorder_for(store)
+    recorder.start()
+    for n in range(25):
+        recorder.begin(f"r{n}")
+        assert recorder.submit(exchange(n))
+    assert recorder.is_pending("r0")
+    await recorder.stop()
+    assert await count(store) == 25
+    assert recorder.failed_commits == 3
+    assert recorder.written == 25
+    assert max(store.batches) <= 10
+    assert not recorder.is_pending("r0")
+    await store.close()
+
+
+async def test_full_queue_counts_and_logs_drops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(str(tmp_path / "r.db"), failures=1000)
+    await store.open()
+    recorder = recorder_for(store, queue_size=5, drain_timeout_s=0.1)
+    recorder.start()
+    with caplog.at_level(logging.WARNING, logger="relaylog.recorder"):
+        accepted = []
+        for n in range(8):
+            recorder.begin(f"r{n}")
+            accepted.append(recorder.submit(exchange(n)))
+        await asyncio.sleep(0.05)
+    assert accepted == [True] * 5 + [False] * 3
+    assert recorder.dropped == 3
+    assert "log queue full" in caplog.text
+    store.failures = 0
+    await recorder.stop()
+    assert await count(store) == 5
+    await store.close()
+
+
+async def test_shutdown_with_a_dead_store_reports_what_it_could_not_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(str(tmp_path / "r.db"), failures=10_000)
+    await store.open()
+    recorder = recorder_for(store, drain_timeout_s=0.2)
+    recorder.start()
+    for n in range(3):
+        recorder.begin(f"r{n}")
+        recorder.submit(exchange(n))
+    with caplog.at_level(logging.ERROR, logger="relaylog.recorder"):
+        await recorder.stop()
+    assert recorder.lost_on_shutdown == 3
+    assert "3 queued exchanges not written" in caplog.text
+    await store.close()
+
+
+async def test_unparseable_exchange_is_stored_unparsed(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "r.db"))
+    await store.open()
+
+    def broken(ex: Exchange) -> Row:
+        raise ValueError("parser bug")
+
+    recorder = Recorder(
+        store, broken, queue_size=10, batch_size=10, retry_max_s=0.05, drain_timeout_s=1
+    )
+    recorder.start()
+    recorder.begin("r1")
+    recorder.submit(exchange(1))
+    await recorder.stop()
+    row = await store.get_request("r1")
+    assert row is not None and row["path"] == "/v1/chat/completions"
+    await store.close()
