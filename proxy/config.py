@@ -53,9 +53,7 @@ class UpstreamSettings(Section):
 
 
 class StoreSettings(Section):
-    db: str = Field(
-        "./relaylog.db", description="SQLite file path, or a postgresql:// URL (later)."
-    )
+    db: str = Field("./relaylog.db", description="Path of the SQLite log file.")
 
 
 class RecorderSettings(Section):

@@ -80,3 +80,12 @@ def test_example_file_lists_every_setting_with_its_default() -> None:
         assert set(parsed[section]) == set(model.model_fields)  # type: ignore[attr-defined]
         for name, field in model.model_fields.items():  # type: ignore[attr-defined]
             assert field.description, f"{section}.{name} needs a description"
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type)
+        for name in model.model_fields:  # type: ignore[attr-defined]
+            assert f"`{section}.{name}`" in readme, f"README lacks {section}.{name}"

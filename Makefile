@@ -1,0 +1,15 @@
+# `make check` is the whole suite: lint, types, then tests (the README's test command runs it).
+.PHONY: check lint test js
+
+check: lint test
+
+lint:
+	ruff check proxy storage tests bench
+	ruff format --check proxy storage tests bench
+	mypy --strict proxy storage
+
+js:
+	npm ci --prefix tests/js --no-audit --no-fund
+
+test: js
+	pytest
