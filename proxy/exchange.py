@@ -72,14 +72,23 @@ def _json(text: str | None) -> Any:
         return None
 
 
+def clean(text: str) -> str:
+    """Text safe to store: undecodable bytes that arrived in headers become U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text
+
+
 def fallback_row(ex: Exchange) -> Row:
     """The row for an exchange whose body could not be parsed: metadata and raw text only."""
     return Row(
         id=ex.id,
         created_at=utc_iso(ex.started_at),
         method=ex.method,
-        path=ex.path,
-        query=ex.query,
+        path=clean(ex.path),
+        query=None if ex.query is None else clean(ex.query),
         status=ex.status,
         outcome=ex.outcome,
         is_stream=ex.is_stream,
@@ -90,7 +99,9 @@ def fallback_row(ex: Exchange) -> Row:
         session_path=ex.session_path,
         session_name=ex.session_name,
         properties=ex.properties,
-        request_headers=orjson.dumps(ex.request_headers).decode(),
+        request_headers=orjson.dumps(
+            {clean(k): clean(v) for k, v in ex.request_headers.items()}
+        ).decode(),
         upstream_request_id=ex.upstream_request_id,
         error=ex.error,
     )

@@ -79,6 +79,14 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
+def _utf8(name: str, value: str) -> bytes:
+    """The header value as UTF-8; relaylog refuses Helicone headers that are not valid UTF-8."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HeaderError(f"{name} is not valid UTF-8", name) from None
+
+
 def _flag(headers: Mapping[str, str], name: str) -> bool:
     raw = headers.get(name)
     if raw is None:
@@ -96,6 +104,7 @@ def _text(headers: Mapping[str, str], name: str) -> str | None:
     if raw is None:
         return None
     value = raw.strip()
+    _utf8(name, value)
     if len(value) > MAX_FIELD_CHARS:
         raise HeaderError(f"{name} is longer than {MAX_FIELD_CHARS} characters", name)
     return value or None
@@ -125,7 +134,7 @@ def parse_helicone(headers: Mapping[str, str]) -> HeliconeOptions:
         key = lowered[len(PROPERTY_PREFIX) :]
         if not key:
             raise HeaderError("Helicone-Property- needs a name after the prefix", name)
-        if len(value.encode()) > MAX_PROPERTY_BYTES:
+        if len(_utf8(name, value)) > MAX_PROPERTY_BYTES:
             raise HeaderError(f"{name} is larger than {MAX_PROPERTY_BYTES} bytes", name)
         properties[key] = value
         if len(properties) > MAX_PROPERTIES:

@@ -122,3 +122,11 @@ def test_loggable_headers_never_contain_credentials() -> None:
         )
     )
     assert out == {"user-agent": "OpenAI/Python"}
+
+
+def test_helicone_header_that_is_not_utf8_is_refused() -> None:
+    raw = b"caf\xe9".decode("utf-8", "surrogateescape")
+    with pytest.raises(HeaderError, match="not valid UTF-8"):
+        parse_helicone(headers(Helicone_Property_Name=raw))
+    with pytest.raises(HeaderError, match="not valid UTF-8"):
+        parse_helicone(headers(Helicone_User_Id=raw))

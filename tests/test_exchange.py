@@ -1,0 +1,67 @@
+"""Turning a finished exchange into a stored row."""
+
+from __future__ import annotations
+
+import orjson
+
+from proxy.exchange import Exchange, to_row
+
+
+def test_undecodable_header_bytes_are_stored_replaced() -> None:
+    raw = b"\xff\xfe ok".decode("utf-8", "surrogateescape")
+    ex = Exchange(
+        id="x", started_at=0, method="GET", path="/v1/models", request_headers={"x-a": raw}
+    )
+    row = to_row(ex)
+    assert row.request_headers is not None
+    assert orjson.loads(row.request_headers) == {"x-a": "\ufffd\ufffd ok"}
+    assert row.created_at == "1970-01-01T00:00:00.000Z"
+
+
+def test_binary_response_is_measured_not_stored() -> None:
+    ex = Exchange(
+        id="x",
+        started_at=0,
+        method="POST",
+        path="/v1/audio/speech",
+        request_body=b'{"model": "tts-1", "input": "hi"}',
+        request_content_type="application/json",
+        response_content_type="audio/mpeg",
+        response_chunks=[b"ID3\x00\x01", b"\xff\xfb"],
+    )
+    row = to_row(ex)
+    assert row.response_body is None
+    assert row.response_bytes == 7
+    assert row.request_model == "tts-1" and row.model == "tts-1"
+
+
+def test_stream_without_done_or_finish_reason_is_incomplete() -> None:
+    chunk = {"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"content": "par"}}]}
+    ex = Exchange(
+        id="x",
+        started_at=0,
+        method="POST",
+        path="/v1/chat/completions",
+        is_stream=True,
+        response_content_type="text/event-stream",
+        response_chunks=[b"data: " + orjson.dumps(chunk) + b"\n\n"],
+    )
+    row = to_row(ex)
+    assert row.outcome == "stream_incomplete"
+    assert row.response_body is not None
+    assert orjson.loads(row.response_body)["choices"][0]["message"]["content"] == "par"
+
+
+def test_price_callback_sets_cost() -> None:
+    body = {"model": "gpt-4o", "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+    ex = Exchange(
+        id="x",
+        started_at=0,
+        method="POST",
+        path="/v1/chat/completions",
+        response_content_type="application/json",
+        response_chunks=[orjson.dumps(body)],
+    )
+    row = to_row(ex, price=lambda model, s: 0.5 if model == "gpt-4o" else None)
+    assert row.cost_usd == 0.5
+    assert row.total_tokens == 15
