@@ -11,6 +11,7 @@ from proxy.auth import KeyRing
 from proxy.config import Settings
 from proxy.errors import FORWARD_ROUTE, ApiError, envelope, error_middleware
 from proxy.exchange import to_row
+from proxy.feedback import add_feedback_routes
 from proxy.forward import FORWARDER, Forwarder, forward
 from proxy.recorder import Recorder
 from proxy.state import RECORDER, SETTINGS, STORE
@@ -85,5 +86,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_store_ctx, _recorder_ctx, _forwarder_ctx])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_feedback_routes(app)
     app.router.add_route("*", "/v1/{tail:.*}", forward, name=FORWARD_ROUTE)
     return app

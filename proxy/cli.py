@@ -13,10 +13,13 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from pydantic import ValidationError
 
 from proxy import __version__
 from proxy.app import create_app
 from proxy.config import ConfigError, Settings, load_settings
+from proxy.feedback import FeedbackBody
+from proxy.headers import is_valid_request_id
 from proxy.sandbox import create_sandbox_app
 from storage import Store, open_store
 from storage.base import StoreError
@@ -92,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="bring the store's schema up to date")
     _store_args(migrate)
+
+    feedback = sub.add_parser("feedback", help="rate a logged request up or down")
+    _store_args(feedback)
+    feedback.add_argument("id")
+    feedback.add_argument("rating", choices=("up", "down"))
+    feedback.add_argument("--comment", help="optional note stored with the rating")
     return parser
 
 
@@ -252,6 +261,21 @@ async def show_request(store: Store, request_id: str) -> int:
     return 0
 
 
+async def give_feedback(store: Store, args: argparse.Namespace) -> int:
+    if not is_valid_request_id(args.id):
+        raise CliError(f"{args.id!r} is not a request id (1-128 of [A-Za-z0-9._:@-])")
+    try:
+        body = FeedbackBody(rating=args.rating == "up", comment=args.comment)
+    except ValidationError as exc:
+        raise CliError(f"invalid feedback: {exc.errors()[0]['msg']}") from exc
+    if not await store.request_exists(args.id):
+        print(f"relaylog: no logged request with id {args.id!r}", file=sys.stderr)
+        return 1
+    row = await store.upsert_feedback(args.id, body.rating, body.comment)
+    print(f"{args.id}: {args.rating} (updated {row['updated_at']})")
+    return 0
+
+
 def _run(coro: Awaitable[Any]) -> Any:
     try:
         import uvloop
@@ -278,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(_run(with_store(settings, lambda s: list_requests(s, args))))
         if args.command == "show":
             return int(_run(with_store(settings, lambda s: show_request(s, args.id))))
+        if args.command == "feedback":
+            return int(_run(with_store(settings, lambda s: give_feedback(s, args))))
         if args.command == "migrate":
             _run(migrate(settings))
             return 0

@@ -55,7 +55,9 @@ class Store(Protocol):
 def open_store(db: str) -> Store:
     """The store for a `--db` value: a postgresql:// URL or a SQLite path."""
     if db.startswith(("postgresql://", "postgres://")):
-        raise StoreError("the PostgreSQL store is not available in this version; use a SQLite path")
+        from storage.postgres import PostgresStore
+
+        return PostgresStore(db)
     from storage.sqlite import SQLiteStore
 
     return SQLiteStore(db)

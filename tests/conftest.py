@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,48 @@ async def upstream() -> AsyncIterator[Upstream]:
     await server.start_server()
     yield Upstream(server, seen)
     await server.close()
+
+
+POSTGRES_URL = os.environ.get("RELAYLOG_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+
+
+async def _postgres_missing() -> str | None:
+    try:
+        import asyncpg
+    except ImportError:
+        return "asyncpg is not installed (pip install -e '.[test]')"
+    try:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        return f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}"
+    await conn.close()
+    return None
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A PostgreSQL URL with a fresh schema of its own, dropped afterwards."""
+    missing = await _postgres_missing()
+    if missing:
+        if IN_CI:
+            pytest.fail(missing)
+        pytest.skip(missing)
+    import asyncpg
+
+    schema = f"relaylog_test_{uuid.uuid4().hex[:12]}"
+    yield f"{POSTGRES_URL}?schema={schema}"
+    conn = await asyncpg.connect(POSTGRES_URL)
+    await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store backend in turn: a SQLite path, then a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "relaylog.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 @pytest.fixture

@@ -1,41 +1,49 @@
-"""SQLite store: pragmas, migrations, upserts."""
+"""Both stores: migrations, upserts, and the SQLite pragmas."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-import storage.sqlite as sqlite_store
+import storage.sql as sql_store
+from storage import Store
 from storage.base import StoreError, open_store
 from storage.migrations import MIGRATIONS
 from storage.models import Row
+from storage.postgres import split_url, to_numbered
 
 
-def schema(path: Path) -> list[tuple[str, str, str]]:
-    conn = sqlite3.connect(path)
-    try:
-        return sorted(
-            conn.execute(
-                "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-            ).fetchall()
+async def describe(store: Store) -> list[tuple[Any, ...]]:
+    """Tables, columns and indexes, in a form comparable between two stores of one backend."""
+    if store.description.startswith("sqlite:"):
+        rows = await store.fetch(
+            "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
         )
-    finally:
-        conn.close()
+        return sorted((r["type"], r["name"], r["sql"]) for r in rows)
+    columns = await store.fetch(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default "
+        "FROM information_schema.columns WHERE table_schema = current_schema()"
+    )
+    indexes = await store.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+    )
+    return sorted(tuple(r.values()) for r in columns) + sorted(
+        (r["indexname"], r["indexdef"].split(" ON ", 1)[1].split(" USING ")[-1]) for r in indexes
+    )
 
 
-async def test_blank_store_gets_every_migration_and_rerun_changes_nothing(tmp_path: Path) -> None:
-    store = open_store(str(tmp_path / "a.db"))
-    applied = await store.open()
-    assert applied == [name for name, _ in MIGRATIONS]
-    before = schema(tmp_path / "a.db")
+async def test_blank_store_gets_every_migration_and_rerun_changes_nothing(store_url: str) -> None:
+    store = open_store(store_url)
+    assert await store.open() == [name for name, _ in MIGRATIONS]
+    before = await describe(store)
     assert await store.migrate() == []
     await store.close()
-    again = open_store(str(tmp_path / "a.db"))
+    again = open_store(store_url)
     assert await again.open() == []
+    assert await describe(again) == before
     await again.close()
-    assert schema(tmp_path / "a.db") == before
 
 
 @pytest.mark.parametrize("upto", range(len(MIGRATIONS)))
@@ -44,29 +52,29 @@ async def test_upgraded_old_store_matches_a_blank_one(
 ) -> None:
     blank = open_store(str(tmp_path / "blank.db"))
     await blank.open()
+    expected = await describe(blank)
     await blank.close()
     with monkeypatch.context() as patch:
-        patch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:upto])
+        patch.setattr(sql_store, "MIGRATIONS", MIGRATIONS[:upto])
         old = open_store(str(tmp_path / "old.db"))
         await old.open()
         await old.close()
     upgraded = open_store(str(tmp_path / "old.db"))
     assert await upgraded.open() == [name for name, _ in MIGRATIONS[upto:]]
+    assert await describe(upgraded) == expected
     await upgraded.close()
-    assert schema(tmp_path / "old.db") == schema(tmp_path / "blank.db")
 
 
-async def test_pragmas_wal_and_busy_timeout(tmp_path: Path) -> None:
+async def test_sqlite_pragmas_wal_and_busy_timeout(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "p.db"))
     await store.open()
-    rows = await store.fetch("PRAGMA journal_mode")
-    assert rows == [{"journal_mode": "wal"}]
+    assert await store.fetch("PRAGMA journal_mode") == [{"journal_mode": "wal"}]
     assert (await store.fetch("PRAGMA busy_timeout"))[0]["timeout"] > 0
     await store.close()
 
 
-async def test_write_batch_upserts_and_keeps_feedback(tmp_path: Path) -> None:
-    store = open_store(str(tmp_path / "u.db"))
+async def test_write_batch_upserts_and_keeps_feedback(store_url: str) -> None:
+    store = open_store(store_url)
     await store.open()
     first = Row(
         id="r1",
@@ -75,10 +83,13 @@ async def test_write_batch_upserts_and_keeps_feedback(tmp_path: Path) -> None:
         path="/v1/x",
         properties={"a": "1", "b": "2"},
         status=200,
+        latency_ms=1.5,
+        total_tokens=10,
     )
     await store.write_batch([first])
-    await store.upsert_feedback("r1", True, "good")
-    await store.upsert_scores("r1", {"accuracy": 92.5})
+    feedback = await store.upsert_feedback("r1", True, "good")
+    assert feedback["rating"] is True
+    await store.upsert_scores("r1", {"accuracy": 92.5, "helpful": 1})
     second = Row(
         id="r1",
         created_at="2026-01-01T00:00:01.000Z",
@@ -93,14 +104,38 @@ async def test_write_batch_upserts_and_keeps_feedback(tmp_path: Path) -> None:
     assert got is not None
     assert (got["status"], got["outcome"], got["properties"]) == (500, "upstream_error", {"a": "3"})
     assert got["feedback"]["rating"] is True and got["feedback"]["comment"] == "good"
-    assert got["scores"] == {"accuracy": 92.5}
+    assert got["scores"] == {"accuracy": 92.5, "helpful": 1.0}
     assert await store.fetch("SELECT key, value FROM request_properties") == [
         {"key": "a", "value": "3"}
     ]
+    changed = await store.upsert_feedback("r1", False, None)
+    assert changed["rating"] is False and changed["created_at"] == feedback["created_at"]
+    assert await store.request_exists("r1") and not await store.request_exists("r2")
     await store.close()
 
 
 async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "nope" / "x.db"))
     with pytest.raises(StoreError, match="does not exist"):
+        await store.open()
+
+
+def test_placeholders_are_numbered_outside_quotes() -> None:
+    assert to_numbered("a = ? AND b LIKE '?%' AND c IN (?, ?)") == (
+        "a = $1 AND b LIKE '?%' AND c IN ($2, $3)"
+    )
+
+
+def test_schema_option_is_validated_and_removed_from_the_url() -> None:
+    assert split_url("postgresql://h/db?schema=s1&sslmode=disable") == (
+        "postgresql://h/db?sslmode=disable",
+        "s1",
+    )
+    with pytest.raises(StoreError):
+        split_url('postgresql://h/db?schema=x";drop')
+
+
+async def test_unreachable_postgres_is_a_clear_error() -> None:
+    store = open_store("postgresql://127.0.0.1:9/none")
+    with pytest.raises(StoreError, match="cannot open"):
         await store.open()

@@ -1,0 +1,190 @@
+"""What both SQL stores share: the statements, row encoding and every method built on them.
+
+Statements use `?` placeholders; a backend supplies `fetch`, `transaction` and `migration_lock`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import orjson
+
+from storage.migrations import MIGRATIONS, MIGRATIONS_TABLE, Dialect
+from storage.models import ROW_COLUMNS, Row, utc_iso
+
+UPSERT_ROW = (
+    f"INSERT INTO requests ({', '.join(ROW_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in ROW_COLUMNS)}) "
+    "ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in ROW_COLUMNS if c != "id")
+)
+
+
+def row_values(row: Row) -> tuple[Any, ...]:
+    """The row's values in ROW_COLUMNS order, JSON and booleans encoded for SQL."""
+    values = []
+    for column in ROW_COLUMNS:
+        value = getattr(row, column)
+        if column == "properties":
+            value = orjson.dumps(value).decode()
+        elif column == "is_stream":
+            value = int(value)
+        values.append(value)
+    return tuple(values)
+
+
+def shape_request(
+    row: Mapping[str, Any],
+    feedback: Mapping[str, Any] | None,
+    scores: Mapping[str, float],
+) -> dict[str, Any]:
+    """A stored row as the API and the CLI present it: JSON columns parsed, booleans typed."""
+    out = dict(row)
+    out["is_stream"] = bool(out["is_stream"])
+    out["properties"] = orjson.loads(out["properties"] or "{}")
+    for column in ("request_body", "response_body", "request_headers"):
+        text = out.get(column)
+        if text is None:
+            continue
+        try:
+            out[column] = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            out[column] = text
+    out["feedback"] = (
+        None
+        if feedback is None
+        else {
+            "rating": bool(feedback["rating"]),
+            "comment": feedback["comment"],
+            "created_at": feedback["created_at"],
+            "updated_at": feedback["updated_at"],
+        }
+    )
+    out["scores"] = dict(scores)
+    return out
+
+
+class Tx(Protocol):
+    """One open transaction, whatever the driver."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+
+class SqlStore:
+    """The Store interface written once in SQL; subclasses connect and run statements."""
+
+    dialect: Dialect
+    description: str
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        raise NotImplementedError
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def migration_lock(self, tx: Tx) -> None:
+        """Keep concurrent replicas from migrating at once (a no-op where writes serialise)."""
+
+    async def migrate(self) -> list[str]:
+        applied: list[str] = []
+        async with self.transaction() as tx:
+            await self.migration_lock(tx)
+            await tx.execute(MIGRATIONS_TABLE)
+            done = {r["name"] for r in await tx.fetchall("SELECT name FROM relaylog_migrations")}
+            for name, migration in MIGRATIONS:
+                if name in done:
+                    continue
+                for statement in migration(self.dialect):
+                    await tx.execute(statement)
+                await tx.execute(
+                    "INSERT INTO relaylog_migrations (name, applied_at) VALUES (?, ?)",
+                    (name, utc_iso(time.time())),
+                )
+                applied.append(name)
+        return applied
+
+    async def ping(self) -> None:
+        await self.fetch("SELECT 1 AS ok")
+
+    async def write_batch(self, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        async with self.transaction() as tx:
+            await tx.executemany(UPSERT_ROW, [row_values(r) for r in rows])
+            await tx.executemany(
+                "DELETE FROM request_properties WHERE request_id = ?", [(r.id,) for r in rows]
+            )
+            props = [(r.id, k, v) for r in rows for k, v in r.properties.items()]
+            if props:
+                await tx.executemany(
+                    "INSERT INTO request_properties (request_id, key, value) VALUES (?, ?, ?)",
+                    props,
+                )
+
+    async def get_request(self, request_id: str) -> dict[str, Any] | None:
+        rows = await self.fetch("SELECT * FROM requests WHERE id = ?", (request_id,))
+        if not rows:
+            return None
+        feedback = await self.fetch("SELECT * FROM feedback WHERE request_id = ?", (request_id,))
+        scores = await self.fetch(
+            "SELECT name, value FROM scores WHERE request_id = ? ORDER BY name", (request_id,)
+        )
+        return shape_request(
+            rows[0], feedback[0] if feedback else None, {s["name"]: s["value"] for s in scores}
+        )
+
+    async def request_exists(self, request_id: str) -> bool:
+        return bool(await self.fetch("SELECT 1 AS ok FROM requests WHERE id = ?", (request_id,)))
+
+    async def session_exists(self, session_id: str) -> bool:
+        return bool(
+            await self.fetch(
+                "SELECT 1 AS ok FROM requests WHERE session_id = ? LIMIT 1", (session_id,)
+            )
+        )
+
+    async def _upsert_returning(self, sql: str, params: Sequence[Any]) -> dict[str, Any]:
+        async with self.transaction() as tx:
+            rows = await tx.fetchall(sql, params)
+        row = rows[0]
+        row["rating"] = bool(row["rating"])
+        return row
+
+    async def upsert_feedback(
+        self, request_id: str, rating: bool, comment: str | None
+    ) -> dict[str, Any]:
+        now = utc_iso(time.time())
+        return await self._upsert_returning(
+            "INSERT INTO feedback (request_id, rating, comment, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(request_id) DO UPDATE SET "
+            "rating = excluded.rating, comment = excluded.comment, "
+            "updated_at = excluded.updated_at RETURNING *",
+            (request_id, int(rating), comment, now, now),
+        )
+
+    async def upsert_session_feedback(self, session_id: str, rating: bool) -> dict[str, Any]:
+        now = utc_iso(time.time())
+        return await self._upsert_returning(
+            "INSERT INTO session_feedback (session_id, rating, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
+            "rating = excluded.rating, updated_at = excluded.updated_at RETURNING *",
+            (session_id, int(rating), now, now),
+        )
+
+    async def upsert_scores(self, request_id: str, scores: Mapping[str, float]) -> dict[str, float]:
+        now = utc_iso(time.time())
+        async with self.transaction() as tx:
+            await tx.executemany(
+                "INSERT INTO scores (request_id, name, value, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(request_id, name) DO UPDATE SET "
+                "value = excluded.value, updated_at = excluded.updated_at",
+                [(request_id, name, float(v), now, now) for name, v in scores.items()],
+            )
+        return dict(scores)
