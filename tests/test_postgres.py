@@ -48,3 +48,24 @@ async def test_two_replicas_log_into_one_postgres_store(
     row: dict[str, Any] = await stored(second.app, ids[0])
     assert row["response_body"]["choices"][0]["message"]["content"] == "Echo: message 0"
     assert row["properties"] == {"replica": "0"}
+
+
+async def test_feedback_on_one_replica_for_a_call_served_by_another(
+    make_proxy: ProxyFactory, postgres_url: str
+) -> None:
+    serving = await make_proxy(store={"db": postgres_url})
+    rating = await make_proxy(store={"db": postgres_url}, feedback={"wait_ms": 3000})
+    answer = await serving.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Helicone-Request-Id": "cross-replica-1", "Helicone-Session-Id": "s-cross"},
+    )
+    assert answer.status == 200
+    # Sent at once: the other replica has never seen the id and polls the shared store.
+    feedback = await rating.post("/v1/request/cross-replica-1/feedback", json={"rating": True})
+    assert feedback.status == 200, await feedback.text()
+    session = await rating.post("/v1/session/s-cross/feedback", json={"rating": False})
+    assert session.status == 200
+    detail = await (await serving.get("/v1/request/cross-replica-1")).json()
+    assert detail["data"]["feedback"]["rating"] is True
+    assert detail["data"]["session"]["feedback"]["rating"] is False
