@@ -22,7 +22,7 @@ from proxy.feedback import FeedbackBody
 from proxy.headers import is_valid_request_id
 from proxy.sandbox import create_sandbox_app
 from storage import Store, open_store
-from storage.base import StoreError
+from storage.base import StoreError, redact
 
 log = logging.getLogger("relaylog")
 
@@ -173,7 +173,7 @@ async def serve(settings: Settings) -> None:
     host = f"[{server.host}]" if ":" in server.host else server.host
     print(
         f"relaylog {__version__} listening on http://{host}:{_bound_port(runner)} "
-        f"| store {settings.store.db} | upstream {upstream_label}",
+        f"| store {redact(settings.store.db)} | upstream {upstream_label}",
         flush=True,
     )
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from storage.models import Row
 
@@ -50,6 +51,14 @@ class Store(Protocol):
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run a parameterised read query written with `?` placeholders."""
+
+
+def redact(db: str) -> str:
+    """The `--db` value with any password in a URL replaced, safe to print and log."""
+    parts = urlsplit(db)
+    if not parts.scheme or parts.password is None:
+        return db
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 def open_store(db: str) -> Store:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from storage.base import StoreError
+from storage.base import StoreError, redact
 from storage.migrations import POSTGRES
 from storage.sql import SqlStore, Tx
 
@@ -49,14 +49,6 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 class _PostgresTx:
     """A transaction on one pooled connection; `?` placeholders are numbered for asyncpg."""
 
@@ -82,7 +74,7 @@ class PostgresStore(SqlStore):
         if asyncpg is None:
             raise StoreError("the PostgreSQL store needs asyncpg: pip install 'relaylog[postgres]'")
         self.dsn, self.schema = split_url(url)
-        self.description = _redacted(url)
+        self.description = redact(url)
         self.pool_size = pool_size
         self._pool: Any = None
 

@@ -139,3 +139,10 @@ async def test_unreachable_postgres_is_a_clear_error() -> None:
     store = open_store("postgresql://127.0.0.1:9/none")
     with pytest.raises(StoreError, match="cannot open"):
         await store.open()
+
+
+def test_passwords_are_redacted_for_printing() -> None:
+    from storage.base import redact
+
+    assert redact("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact("./relaylog.db") == "./relaylog.db"
