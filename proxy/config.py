@@ -53,7 +53,9 @@ class UpstreamSettings(Section):
 
 
 class StoreSettings(Section):
-    db: str = Field("./relaylog.db", description="Path of the SQLite log file.")
+    db: str = Field(
+        "./relaylog.db", description="SQLite file path, or a postgresql:// URL shared by replicas."
+    )
 
 
 class RecorderSettings(Section):
