@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from proxy.auth import KeyRing
+from proxy.auth import proxy_keyring
 from proxy.config import Settings
 from proxy.errors import FORWARD_ROUTE, ApiError, envelope, error_middleware
 from proxy.exchange import to_row
 from proxy.feedback import add_feedback_routes
 from proxy.forward import FORWARDER, Forwarder, forward
+from proxy.metrics import METRICS, Metrics, metrics
+from proxy.openapi import openapi
+from proxy.pricing import PriceTable
+from proxy.query import add_query_routes
 from proxy.recorder import Recorder
 from proxy.state import RECORDER, SETTINGS, STORE
 from storage import open_store
@@ -42,14 +47,18 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _recorder_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].recorder
+    pricing = app[SETTINGS].pricing
+    price = PriceTable.load(pricing.file, pricing.overrides)
     recorder = Recorder(
         app[STORE],
-        to_row,
+        functools.partial(to_row, price=price),
         queue_size=settings.queue_size,
         batch_size=settings.batch_size,
         retry_max_s=settings.retry_max_s,
         drain_timeout_s=settings.drain_timeout_s,
+        observe=app[METRICS].observe,
     )
+    app[METRICS].watch(recorder)
     recorder.start()
     app[RECORDER] = recorder
     yield
@@ -69,10 +78,12 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
         app[FORWARDER] = Forwarder(
             session=session,
             recorder=app[RECORDER],
-            keys=KeyRing(k.get_secret_value() for k in settings.auth.proxy_keys),
+            keys=proxy_keyring(settings.auth),
             upstream_url=upstream.url.rstrip("/"),
             upstream_key=upstream.api_key.get_secret_value() or None,
             max_body_bytes=settings.server.max_body_bytes,
+            body_timeout_s=settings.server.body_timeout_s,
+            targets=frozenset(host.strip().lower() for host in upstream.target_allowlist),
         )
         yield
 
@@ -83,9 +94,13 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[error_middleware], client_max_size=settings.server.max_body_bytes
     )
     app[SETTINGS] = settings
+    app[METRICS] = Metrics()
     app.cleanup_ctx.extend([_store_ctx, _recorder_ctx, _forwarder_ctx])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    add_query_routes(app)
     add_feedback_routes(app)
     app.router.add_route("*", "/v1/{tail:.*}", forward, name=FORWARD_ROUTE)
     return app

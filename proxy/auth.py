@@ -1,4 +1,4 @@
-"""Proxy keys: held as SHA-256 digests, checked in constant time."""
+"""Proxy keys and feedback-only keys: held as SHA-256 digests, checked in constant time."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
+from proxy.config import HASH_PREFIX, AuthSettings
 from proxy.errors import ApiError
-
-HASH_PREFIX = "sha256:"
 
 
 def _digest(key: str) -> bytes:
@@ -50,3 +49,13 @@ class KeyRing:
         scheme, _, token = header_value.strip().partition(" ")
         if scheme.lower() != "bearer" or not self.matches(token.strip()):
             raise ApiError(401, "invalid proxy key", code="invalid_key")
+
+
+def proxy_keyring(auth: AuthSettings) -> KeyRing:
+    """The keys for every guarded route: forwarded calls, reads of the log, feedback."""
+    return KeyRing(key.get_secret_value() for key in auth.proxy_keys)
+
+
+def feedback_keyring(auth: AuthSettings) -> KeyRing:
+    """The keys for posting feedback and scores: proxy keys plus the feedback-only keys."""
+    return KeyRing(key.get_secret_value() for key in [*auth.proxy_keys, *auth.feedback_keys])

@@ -1,11 +1,14 @@
-"""The `relaylog` command: serve, sandbox, requests, show, migrate."""
+"""The `relaylog` command: serve, sandbox, requests, show, stats, export, dataset, migrate."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,13 +16,23 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
 from proxy import __version__
 from proxy.app import create_app
 from proxy.config import ConfigError, Settings, load_settings
+from proxy.errors import ApiError
 from proxy.feedback import FeedbackBody
 from proxy.headers import is_valid_request_id
+from proxy.reports import (
+    add_filter_args,
+    add_report_commands,
+    condition_from,
+    dataset_command,
+    export_rows,
+    show_stats,
+)
 from proxy.sandbox import create_sandbox_app
 from storage import Store, open_store
 from storage.base import StoreError, redact
@@ -40,6 +53,22 @@ LIST_COLUMNS = (
 
 class CliError(Exception):
     """A problem reported to the user as one line on stderr with exit code 2."""
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs each malformed request with a traceback and the start of the offending line
+    (which may be an Authorization header); one line naming the error is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and exc.code < 500:
+            record.msg = f"{record.msg}: malformed request ({type(exc).__name__}, {exc.code})"
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+MALFORMED_REQUEST_FILTER = MalformedRequestFilter()
 
 
 def is_loopback(host: str) -> bool:
@@ -70,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default 8787; 0 picks a free one)")
     serve.add_argument("--upstream", help="upstream base URL, or 'sandbox' for the built-in fake")
     serve.add_argument(
+        "--workers", type=int, help="processes sharing the port via SO_REUSEPORT (default 1)"
+    )
+    serve.add_argument(
         "--allow-unauthenticated",
         action="store_true",
         default=None,
@@ -83,11 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     requests = sub.add_parser("requests", help="list logged requests, newest first")
     _store_args(requests)
     requests.add_argument("--limit", type=int, default=20)
-    requests.add_argument("--model")
-    requests.add_argument("--user")
-    requests.add_argument("--session")
-    requests.add_argument("--outcome")
     requests.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_filter_args(requests)
 
     show = sub.add_parser("show", help="print one logged exchange as JSON")
     _store_args(show)
@@ -101,21 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_argument("id")
     feedback.add_argument("rating", choices=("up", "down"))
     feedback.add_argument("--comment", help="optional note stored with the rating")
+
+    add_report_commands(sub, _store_args)
     return parser
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     flags = {
         name: getattr(args, name, None)
-        for name in ("host", "port", "db", "upstream", "allow_unauthenticated")
+        for name in ("host", "port", "db", "upstream", "allow_unauthenticated", "workers")
     }
     return load_settings(getattr(args, "config", None), flags)
 
 
-async def _start_site(app: web.Application, host: str, port: int, **kwargs: Any) -> web.AppRunner:
+async def _start_site(
+    app: web.Application, host: str, port: int, reuse_port: bool = False, **kwargs: Any
+) -> web.AppRunner:
     runner = web.AppRunner(app, **kwargs)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
     return runner
 
@@ -137,7 +170,7 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-async def serve(settings: Settings) -> None:
+def _check_listen(settings: Settings) -> None:
     server = settings.server
     if (
         not is_loopback(server.host)
@@ -148,8 +181,13 @@ async def serve(settings: Settings) -> None:
             f"refusing to listen on {server.host} without proxy keys: set RELAYLOG_AUTH_PROXY_KEYS "
             "or pass --allow-unauthenticated"
         )
+
+
+async def serve(settings: Settings, worker: int = 0) -> None:
+    server = settings.server
+    _check_listen(settings)
     sandbox_runner = None
-    upstream_label = settings.upstream.url
+    upstream_label = redact(settings.upstream.url)
     if settings.is_sandbox:
         sandbox_runner = await _start_site(create_sandbox_app(), "127.0.0.1", 0, access_log=None)
         url = f"http://127.0.0.1:{_bound_port(sandbox_runner)}/v1"
@@ -162,6 +200,7 @@ async def serve(settings: Settings) -> None:
             create_app(settings),
             server.host,
             server.port,
+            reuse_port=server.workers > 1,
             handler_cancellation=True,
             shutdown_timeout=server.shutdown_timeout_s,
             access_log=logging.getLogger("aiohttp.access") if server.access_log else None,
@@ -170,12 +209,17 @@ async def serve(settings: Settings) -> None:
         raise CliError(str(exc)) from exc
     except OSError as exc:
         raise CliError(f"cannot listen on {server.host}:{server.port}: {exc.strerror}") from exc
+    # Everything built so far lives until exit: keep the cyclic GC from re-scanning it
+    # (a full collection otherwise walks every module and model object, a latency spike).
+    gc.freeze()
     host = f"[{server.host}]" if ":" in server.host else server.host
-    print(
-        f"relaylog {__version__} listening on http://{host}:{_bound_port(runner)} "
-        f"| store {redact(settings.store.db)} | upstream {upstream_label}",
-        flush=True,
-    )
+    if worker == 0:
+        workers = f" | {server.workers} workers" if server.workers > 1 else ""
+        print(
+            f"relaylog {__version__} listening on http://{host}:{_bound_port(runner)} "
+            f"| store {redact(settings.store.db)} | upstream {upstream_label}{workers}",
+            flush=True,
+        )
     try:
         await _wait_for_signal()
         log.info("shutting down: finishing in-flight requests and writing queued rows")
@@ -183,6 +227,64 @@ async def serve(settings: Settings) -> None:
         await runner.cleanup()
         if sandbox_runner is not None:
             await sandbox_runner.cleanup()
+
+
+async def _open_once(settings: Settings) -> None:
+    store = open_store(settings.store.db)
+    try:
+        await store.open()
+    except StoreError as exc:
+        raise CliError(str(exc)) from exc
+    await store.close()
+
+
+def serve_workers(settings: Settings) -> int:
+    """Fork `server.workers` processes that each run serve() on the same port (SO_REUSEPORT).
+
+    Migrations run once here, before the fork. SIGTERM/SIGINT are passed on to every worker,
+    each drains its own log queue, and the exit code is the first non-zero one of the workers.
+    A worker that fails early (port taken, store error) stops the others.
+    """
+    _check_listen(settings)
+    if settings.server.port == 0:
+        raise CliError("--workers needs a fixed --port: every worker binds the same one")
+    _run(_open_once(settings))
+    sys.stdout.flush()
+    children: list[int] = []
+    for index in range(settings.server.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _run(serve(settings, worker=index))
+            except (CliError, ConfigError) as exc:
+                print(f"relaylog: worker {index}: {exc}", file=sys.stderr)
+                code = 2
+            except BaseException:
+                log.exception("worker %d failed", index)
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children.append(pid)
+
+    def relay(signum: int, frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, relay)
+    signal.signal(signal.SIGINT, relay)
+    result = 0
+    while children:
+        pid, status = os.wait()
+        children.remove(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 and result == 0:
+            result = code if code > 0 else 1
+            relay(signal.SIGTERM, None)
+    return result
 
 
 async def sandbox(host: str, port: int) -> None:
@@ -226,20 +328,12 @@ def _cell(value: Any) -> str:
 
 
 async def list_requests(store: Store, args: argparse.Namespace) -> int:
-    clauses, params = [], []
-    for column, value in (
-        ("model", args.model),
-        ("user_id", args.user),
-        ("session_id", args.session),
-        ("outcome", args.outcome),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    condition = condition_from(args)
+    columns = ", ".join(f"r.{c}" for c in LIST_COLUMNS)
     rows = await store.fetch(
-        f"SELECT {', '.join(LIST_COLUMNS)} FROM requests {where} ORDER BY created_at DESC LIMIT ?",
-        [*params, max(1, args.limit)],
+        f"SELECT {columns} FROM requests r WHERE {condition.sql} "
+        "ORDER BY r.created_at DESC, r.id DESC LIMIT ?",
+        [*condition.params, max(1, args.limit)],
     )
     if args.json:
         for row in rows:
@@ -290,12 +384,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("aiohttp.server").addFilter(MALFORMED_REQUEST_FILTER)
     try:
         if args.command == "sandbox":
             _run(sandbox(args.host, args.port))
             return 0
         settings = settings_from(args)
         if args.command == "serve":
+            if settings.server.workers > 1:
+                return serve_workers(settings)
             _run(serve(settings))
             return 0
         if args.command == "requests":
@@ -307,7 +404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             _run(migrate(settings))
             return 0
-    except (CliError, ConfigError) as exc:
+        reports = {"stats": show_stats, "export": export_rows, "dataset": dataset_command}
+        if args.command in reports:
+            report = reports[args.command]
+            return int(_run(with_store(settings, lambda s: report(s, args))))
+    except (CliError, ConfigError, ApiError) as exc:
         print(f"relaylog: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from proxy.pricing import parse_override, read_prices
 
 ENV_PREFIX = "RELAYLOG_"
 SANDBOX = "sandbox"
 DEFAULT_CONFIG_FILE = "relaylog.toml"
+HASH_PREFIX = "sha256:"
+SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class Section(BaseModel):
@@ -32,6 +45,15 @@ class ServerSettings(Section):
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
+    body_timeout_s: float = Field(
+        120.0, gt=0, description="Longest time a client may take to send a request body (408)."
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes serving the port together (SO_REUSEPORT), each with its own writer.",
+    )
 
 
 class UpstreamSettings(Section):
@@ -49,6 +71,10 @@ class UpstreamSettings(Section):
     )
     max_connections: int = Field(
         256, ge=1, description="Pooled keep-alive connections to the upstream."
+    )
+    target_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Hosts (host or host:port) Helicone-Target-Url may name; empty = refused.",
     )
 
 
@@ -80,11 +106,61 @@ class FeedbackSettings(Section):
     )
 
 
+class PricingSettings(Section):
+    file: str = Field(
+        "",
+        description="JSON price table merged over the built-in one: "
+        '{"models": {"NAME": {"input": USD, "output": USD, "cached_input": USD}}} per 1M tokens.',
+    )
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="Per-model prices, USD per 1M tokens: MODEL=INPUT/OUTPUT[/CACHED_INPUT].",
+    )
+
+    @field_validator("file")
+    @classmethod
+    def _file_reads(cls, file: str) -> str:
+        if file:
+            read_prices(Path(file))
+        return file
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides_parse(cls, overrides: list[str]) -> list[str]:
+        for text in overrides:
+            parse_override(text)
+        return overrides
+
+
 class AuthSettings(Section):
     proxy_keys: list[SecretStr] = Field(
         default_factory=list,
         description="Keys clients must send (Helicone-Auth: Bearer KEY); env or file only.",
     )
+    feedback_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Keys valid only for posting feedback and scores (safe in a browser).",
+    )
+
+    @field_validator("proxy_keys", "feedback_keys")
+    @classmethod
+    def _hashes_are_sha256(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        """A `sha256:` entry must be 64 hex digits; the message never repeats the key."""
+        for index, key in enumerate(keys):
+            text = key.get_secret_value()
+            if text.startswith(HASH_PREFIX) and not SHA256_HEX.fullmatch(text[len(HASH_PREFIX) :]):
+                raise ValueError(
+                    f"entry {index} starts with {HASH_PREFIX} but is not 64 hex digits"
+                )
+        return keys
+
+    @model_validator(mode="after")
+    def _feedback_keys_need_proxy_keys(self) -> AuthSettings:
+        if self.feedback_keys and not self.proxy_keys:
+            raise ValueError(
+                "feedback_keys only restrict access when proxy_keys are set; set proxy_keys too"
+            )
+        return self
 
 
 class Settings(Section):
@@ -97,7 +173,12 @@ class Settings(Section):
     feedback: FeedbackSettings = Field(
         default_factory=FeedbackSettings, description="Feedback endpoints."
     )
-    auth: AuthSettings = Field(default_factory=AuthSettings, description="Proxy keys.")
+    pricing: PricingSettings = Field(
+        default_factory=PricingSettings, description="Model prices for cost_usd."
+    )
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings, description="Proxy keys and feedback-only keys."
+    )
 
     @property
     def is_sandbox(self) -> bool:
@@ -109,6 +190,7 @@ FLAG_PATHS: dict[str, tuple[str, str]] = {
     "host": ("server", "host"),
     "port": ("server", "port"),
     "allow_unauthenticated": ("server", "allow_unauthenticated"),
+    "workers": ("server", "workers"),
     "db": ("store", "db"),
     "upstream": ("upstream", "url"),
 }

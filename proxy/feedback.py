@@ -23,9 +23,10 @@ from pydantic import (
     ValidationError,
 )
 
-from proxy.auth import KeyRing
+from proxy.auth import KeyRing, feedback_keyring, proxy_keyring
 from proxy.errors import ApiError, envelope
 from proxy.headers import is_valid_request_id
+from proxy.metrics import counted
 from proxy.state import RECORDER, SETTINGS, STORE
 from storage.base import StoreError
 
@@ -50,7 +51,8 @@ BodyT = TypeVar("BodyT", bound="Body")
 class FeedbackPolicy:
     """What the feedback endpoints enforce, built once from the settings."""
 
-    keys: KeyRing
+    keys: KeyRing  # reads: proxy keys only
+    rating_keys: KeyRing  # feedback and score writes: proxy keys and feedback-only keys
     origins: frozenset[str]
     wait_s: float
 
@@ -362,14 +364,16 @@ def _cors_headers(request: web.Request) -> dict[str, str]:
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
 
-def _endpoint(handler: Handler) -> Handler:
-    """Proxy-key check, CORS headers on every answer, and 503 when the store fails."""
+def _endpoint(handler: Handler, *, writes: bool) -> Handler:
+    """Key check, CORS headers on every answer, and 503 when the store fails."""
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         cors = _cors_headers(request)
+        policy = request.app[POLICY]
+        keys = policy.rating_keys if writes else policy.keys
         try:
-            request.app[POLICY].keys.require(request.headers.get("Authorization"), "Authorization")
+            keys.require(request.headers.get("Authorization"), "Authorization")
             response = await handler(request)
         except ApiError as err:
             err.headers.update(cors)
@@ -438,12 +442,13 @@ def add_feedback_routes(app: web.Application) -> None:
     """Register the feedback, score and request-detail routes (before the forward catch-all)."""
     settings = app[SETTINGS]
     app[POLICY] = FeedbackPolicy(
-        keys=KeyRing(k.get_secret_value() for k in settings.auth.proxy_keys),
+        keys=proxy_keyring(settings.auth),
+        rating_keys=feedback_keyring(settings.auth),
         origins=frozenset(settings.feedback.cors_origins),
         wait_s=settings.feedback.wait_ms / 1000,
     )
     for name, path, method, handler in ROUTES:
         resource = app.router.add_resource(path, name=name)
-        resource.add_route(method, _endpoint(handler))
+        resource.add_route(method, counted(name, _endpoint(handler, writes=method == "POST")))
         resource.add_route("OPTIONS", _preflight(f"{method}, OPTIONS"))
         resource.add_route("*", _not_allowed(f"{method}, OPTIONS"))

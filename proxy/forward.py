@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from proxy.auth import KeyRing
 from proxy.errors import ApiError
 from proxy.exchange import Exchange
 from proxy.headers import (
+    HeaderError,
     HeliconeOptions,
     client_response_headers,
     loggable_headers,
@@ -27,6 +29,8 @@ from proxy.sse import UsageChunkFilter
 
 # Non-streamed upstream answers up to this size are read whole and sent in one write.
 BUFFER_LIMIT = 1024 * 1024
+TARGET_HEADER = "Helicone-Target-Url"
+USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#]*@")
 
 
 @dataclass(slots=True)
@@ -39,6 +43,9 @@ class Forwarder:
     upstream_url: str
     upstream_key: str | None
     max_body_bytes: int
+    body_timeout_s: float
+    # Lowercased `host` or `host:port` entries a request may name in Helicone-Target-Url.
+    targets: frozenset[str]
 
 
 FORWARDER = web.AppKey("forwarder", Forwarder)
@@ -56,11 +63,58 @@ def _status_headers(request_id: str, status: int) -> dict[str, str]:
     return {"helicone-id": request_id, "Helicone-Status": "success" if status < 400 else "failed"}
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | None:
+def without_userinfo(url: str) -> str:
+    """`url` with any `user:password@` replaced, safe to store and log."""
+    return USERINFO.sub(r"\1***@", url)
+
+
+def resolve_target(value: str, allowed: frozenset[str]) -> str:
+    """The base URL a `Helicone-Target-Url` names; 400 unless its host is allowlisted."""
+    try:
+        url = URL(value.strip())
+    except ValueError:
+        url = URL()
+    if url.scheme not in ("http", "https") or not url.host:
+        raise HeaderError(f"{TARGET_HEADER} must be an http(s) URL", TARGET_HEADER)
+    if url.user is not None or url.password is not None:
+        raise HeaderError(
+            f"{TARGET_HEADER} must not carry credentials; send them in Authorization",
+            TARGET_HEADER,
+        )
+    if url.raw_query_string or url.raw_fragment:
+        raise HeaderError(f"{TARGET_HEADER} must be a base URL without query", TARGET_HEADER)
+    host = url.host_subcomponent or url.host
+    if not {url.host, host, f"{host}:{url.port}"} & allowed:
+        raise ApiError(
+            400,
+            f"{TARGET_HEADER} host {host}:{url.port} is not on upstream.target_allowlist",
+            code="target_not_allowed",
+            param=TARGET_HEADER,
+        )
+    return str(url.origin()) + url.raw_path.rstrip("/")
+
+
+async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes | None:
     if not request.body_exists:
         return None
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"request body is larger than {limit} bytes", code="body_too_large")
+    if request.content.is_eof():
+        # The whole body has arrived already: the common case needs no timer and no await.
+        body = request.content.read_nowait()
+        if len(body) > limit:
+            raise ApiError(413, f"request body is larger than {limit} bytes", code="body_too_large")
+        return body
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _collect(request, limit)
+    except TimeoutError as exc:
+        raise ApiError(
+            408, f"request body not received within {timeout_s:g} s", code="body_timeout"
+        ) from exc
+
+
+async def _collect(request: web.Request, limit: int) -> bytes:
     body = bytearray()
     async for chunk in request.content.iter_any():
         body += chunk
@@ -103,8 +157,10 @@ async def forward(request: web.Request) -> web.StreamResponse:
     """Forward one call upstream and tee its answer into the log."""
     fw: Forwarder = request.app[FORWARDER]
     start = time.perf_counter()
+    # The id comes from parse_helicone (Helicone-Request-Id or a new UUID); a request rejected
+    # before that gets its own below, so the common path draws one UUID, not two.
     ex = Exchange(
-        id=new_request_id(),
+        id="",
         started_at=time.time(),
         method=request.method,
         path=request.path,
@@ -117,8 +173,13 @@ async def forward(request: web.Request) -> web.StreamResponse:
         ex.id = options.request_id
         _apply_options(ex, options)
         fw.keys.require(options.auth, "Helicone-Auth")
-        ex.request_body = await _read_body(request, fw.max_body_bytes)
+        target = request.headers.get(TARGET_HEADER)
+        if target is not None:
+            ex.request_headers[TARGET_HEADER.lower()] = without_userinfo(target)
+            target = resolve_target(target, fw.targets)
+        ex.request_body = await _read_body(request, fw.max_body_bytes, fw.body_timeout_s)
     except ApiError as err:
+        ex.id = ex.id or new_request_id()
         fw.recorder.begin(ex.id)
         ex.status, ex.outcome, ex.error = err.status, "rejected", err.message
         ex.latency_ms = _elapsed_ms(start)
@@ -127,17 +188,28 @@ async def forward(request: web.Request) -> web.StreamResponse:
         raise
     fw.recorder.begin(ex.id)
     try:
-        return await _proxy(request, fw, ex, options, start)
+        return await _proxy(request, fw, ex, options, start, target)
     finally:
         ex.latency_ms = _elapsed_ms(start)
         fw.recorder.submit(ex)
 
 
 async def _proxy(
-    request: web.Request, fw: Forwarder, ex: Exchange, options: HeliconeOptions, start: float
+    request: web.Request,
+    fw: Forwarder,
+    ex: Exchange,
+    options: HeliconeOptions,
+    start: float,
+    target: str | None,
 ) -> web.StreamResponse:
     # Raw (still percent-encoded) path and query, so the upstream sees exactly what was sent.
-    url = fw.upstream_url + request.rel_url.raw_path.removeprefix("/v1")
+    # A Helicone-Target-Url is an origin the whole path goes to, as on Helicone; the configured
+    # upstream key is never sent to it.
+    upstream_key = fw.upstream_key
+    if target is None:
+        url = fw.upstream_url + request.rel_url.raw_path.removeprefix("/v1")
+    else:
+        url, upstream_key = target + request.rel_url.raw_path, None
     if request.rel_url.raw_query_string:
         url += "?" + request.rel_url.raw_query_string
     body = ex.request_body
@@ -146,7 +218,7 @@ async def _proxy(
         injected = _with_stream_usage(body)
         if injected is not None:
             body, strip_usage = injected, True
-    headers = upstream_request_headers(request.headers, fw.upstream_key)
+    headers = upstream_request_headers(request.headers, upstream_key)
     try:
         async with fw.session.request(
             request.method,

@@ -29,6 +29,7 @@ CREDENTIAL_HEADERS = frozenset(
         "helicone-auth",
         "api-key",
         "x-api-key",
+        "x-goog-api-key",
         "openai-api-key",
         "cookie",
         "set-cookie",

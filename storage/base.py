@@ -52,6 +52,11 @@ class Store(Protocol):
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run a parameterised read query written with `?` placeholders."""
 
+    async def transact(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[dict[str, Any]]]:
+        """Run parameterised statements in one write transaction; each one's result rows."""
+
 
 def redact(db: str) -> str:
     """The `--db` value with any password in a URL replaced, safe to print and log."""

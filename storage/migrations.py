@@ -91,8 +91,67 @@ def m001_initial(d: Dialect) -> list[str]:
     ]
 
 
+# Latency histogram buckets 10% wide, 1 ms to ~11 minutes: bucket i holds latencies in
+# [1.1**(i-1), 1.1**i), bucket 0 those under 1 ms. A balanced CASE tree tests 8 bounds per row.
+LATENCY_BOUNDS = tuple(f"{1.1**i:.3f}" for i in range(143))
+
+
+def _bucket_case(low: int, high: int) -> str:
+    """The bucket of latency_ms among LATENCY_BOUNDS[low:high], by binary search."""
+    if low == high:
+        return str(low)
+    middle = (low + high) // 2
+    return (
+        f"CASE WHEN latency_ms < {LATENCY_BOUNDS[middle]} "
+        f"THEN {_bucket_case(low, middle)} ELSE {_bucket_case(middle + 1, high)} END"
+    )
+
+
+# The stats queries group by this exact expression (-1: no latency) so SQLite reads it from
+# the requests_daily index in order; it is part of migration 002 and must never change.
+LATENCY_BUCKET_SQL = (
+    f"CASE WHEN latency_ms IS NULL THEN -1 ELSE {_bucket_case(0, len(LATENCY_BOUNDS) - 1)} END"
+)
+
+
+def m002_query_datasets(d: Dialect) -> list[str]:
+    """Indexes for filtered pages, stats and feedback joins; datasets of request ids."""
+    statements = [
+        "DROP INDEX requests_created_at",
+        "CREATE INDEX requests_created_id ON requests (created_at, id)",
+        # Feedback and scores join to their request's day and model without reading the row.
+        "CREATE INDEX requests_id_day_model ON requests (id, created_at, model)",
+        """CREATE TABLE datasets (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            description TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE dataset_rows (
+            dataset_id TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            added_at TEXT NOT NULL,
+            PRIMARY KEY (dataset_id, request_id)
+        )""",
+        "CREATE INDEX dataset_rows_request ON dataset_rows (request_id, dataset_id)",
+    ]
+    if d.name == "sqlite":
+        # Covers the stats scan grouped by day, model and latency bucket, in index order, so
+        # SQLite aggregates without sorting. PostgreSQL hash-aggregates instead (and cannot
+        # store an index expression this large).
+        statements.append(
+            f"""CREATE INDEX requests_daily ON requests (
+                substr(created_at, 1, 10), model, {LATENCY_BUCKET_SQL}, latency_ms, created_at,
+                outcome, prompt_tokens, completion_tokens, cost_usd
+            )"""
+        )
+    return statements
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[Dialect], list[str]]], ...] = (
     ("001_initial", m001_initial),
+    ("002_query_datasets", m002_query_datasets),
 )
 
 MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS relaylog_migrations (

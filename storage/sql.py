@@ -89,6 +89,12 @@ class SqlStore:
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    async def transact(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[dict[str, Any]]]:
+        async with self.transaction() as tx:
+            return [await tx.fetchall(sql, params) for sql, params in statements]
+
     async def migration_lock(self, tx: Tx) -> None:
         """Keep concurrent replicas from migrating at once (a no-op where writes serialise)."""
 

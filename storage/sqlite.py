@@ -107,6 +107,9 @@ class SQLiteStore(SqlStore):
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         try:
             async with self.reader.execute(sql, tuple(params)) as cursor:
-                return [dict(r) for r in await cursor.fetchall()]
+                rows = await cursor.fetchall()
+                names = [column[0] for column in cursor.description or ()]
         except sqlite3.Error as exc:
             raise StoreError(f"query failed: {exc}") from exc
+        # Zipping with the column names is several times faster than dict(sqlite3.Row).
+        return [dict(zip(names, row, strict=True)) for row in rows]

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from proxy.cli import main
+from tests.serving import scrape
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "from the cli test"}]}
 LISTEN = re.compile(rb"listening on (http://\S+)")
@@ -65,29 +66,45 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         await server.process.wait()
 
 
+IN_FLIGHT = 200
+
+
 async def test_sigterm_finishes_in_flight_requests_and_writes_every_row(
     served: Served, tmp_path: Path
 ) -> None:
-    async with aiohttp.ClientSession() as session:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
 
         async def call(n: int) -> int:
+            streamed = n % 2 == 1
             async with session.post(
                 f"{served.url}/v1/chat/completions",
-                json=CHAT,
-                headers={"Sandbox-Fault": "delay_ms=400", "Helicone-Request-Id": f"term-{n}"},
+                json={**CHAT, "stream": streamed},
+                headers={
+                    "Sandbox-Fault": "chunk_delay_ms=300" if streamed else "delay_ms=2000",
+                    "Helicone-Request-Id": f"term-{n}",
+                },
             ) as response:
                 await response.read()
                 return response.status
 
-        calls = [asyncio.create_task(call(n)) for n in range(60)]
-        await asyncio.sleep(0.2)
+        calls = []
+        for n in range(IN_FLIGHT):
+            calls.append(asyncio.create_task(call(n)))
+            if n % 50 == 49:
+                # Connect in waves: a burst beyond the listen backlog costs a 1 s SYN retry.
+                await asyncio.sleep(0.1)
+        async with asyncio.timeout(20):
+            while (await scrape(session, served.url))["relaylog_requests_in_flight"] < IN_FLIGHT:
+                await asyncio.sleep(0.02)
         served.process.send_signal(signal.SIGTERM)
         statuses = await asyncio.gather(*calls)
-    assert statuses == [200] * 60
+    assert statuses == [200] * IN_FLIGHT
     assert await asyncio.wait_for(served.process.wait(), 30) == 0
-    out = await run_cli("requests", "--db", str(tmp_path / "cli.db"), "--limit", "100", "--json")
-    ids = {orjson.loads(line)["id"] for line in out.splitlines()}
-    assert ids == {f"term-{n}" for n in range(60)}
+    out = await run_cli("requests", "--db", str(tmp_path / "cli.db"), "--limit", "1000", "--json")
+    rows = [orjson.loads(line) for line in out.splitlines()]
+    assert {r["id"] for r in rows} == {f"term-{n}" for n in range(IN_FLIGHT)}
+    assert {r["outcome"] for r in rows} == {"ok"}
 
 
 async def run_cli(*args: str) -> str:

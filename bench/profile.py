@@ -1,0 +1,113 @@
+"""Profile relaylog (or the baseline) in-process under load, with pyinstrument.
+
+    pip install pyinstrument
+    python bench/profile.py [--target relaylog|baseline] [--connections 16] [--seconds 10]
+
+Starts the same nginx stub as bench/run.py, runs the chosen proxy inside this process with a
+pyinstrument profiler on the event-loop thread, drives it with wrk for --seconds and prints the
+call tree (also written as HTML with --html). Use --loop asyncio to see Python frames that uvloop's
+C loop otherwise hides from the sampler; the handler and writer code is the same either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(1, str(BENCH_DIR.parent))
+
+import baseline  # noqa: E402
+import run  # noqa: E402
+
+from proxy.app import create_app  # noqa: E402
+from proxy.config import load_settings  # noqa: E402
+
+
+async def profile(args: argparse.Namespace, upstream: str, workdir: Path) -> str:
+    from pyinstrument import Profiler
+
+    if args.target == "relaylog":
+        settings = load_settings(
+            None, {"upstream": upstream, "db": str(workdir / "relaylog.db"), "port": 0}, {}
+        )
+        app = create_app(settings)
+    else:
+        app = baseline.create_app(upstream)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = next(a for a in runner.addresses if isinstance(a, tuple))[1]
+    url = f"http://127.0.0.1:{port}"
+    wrk = await asyncio.create_subprocess_exec(
+        run.find_tools()["wrk"],
+        "-t1",
+        f"-c{args.connections}",
+        f"-d{args.seconds:g}s",
+        "-s",
+        str(BENCH_DIR / "chat.lua"),
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        env={"BENCH_BODY": run.orjson.dumps(run.CHAT_REQUEST).decode()},
+    )
+    profiler = Profiler(interval=args.interval, async_mode="disabled")
+    profiler.start()
+    out, _ = await wrk.communicate()
+    profiler.stop()
+    await runner.cleanup()
+    summary = [line for line in out.decode().splitlines() if "Requests/sec" in line]
+    print(f"{args.target}: {' '.join(summary)} (under the profiler)", file=sys.stderr)
+    if args.html:
+        Path(args.html).write_text(profiler.output_html())
+    return str(profiler.output_text(unicode=True, show_all=args.show_all))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=("relaylog", "baseline"), default="relaylog")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--interval", type=float, default=0.0005, help="sampling interval (s)")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="asyncio")
+    parser.add_argument("--html", help="also write pyinstrument's HTML report here")
+    parser.add_argument("--show-all", action="store_true", help="include library frames")
+    args = parser.parse_args()
+    tools = run.find_tools()
+    workdir = Path(tempfile.mkdtemp(prefix="relaylog-profile-"))
+    fleet = run.Fleet()
+    try:
+        ports = {"relaylog": run.free_port()}
+        conf = workdir / "nginx.conf"
+        conf.write_text(run.nginx_conf(workdir, ports, 100))
+        nginx = fleet.start(
+            "nginx",
+            f"http://127.0.0.1:{ports['relaylog']}",
+            [tools["nginx"], "-c", str(conf), "-p", str(workdir), "-e", str(workdir / "err.log")],
+            workdir,
+            {},
+        )
+        run.wait_ready(nginx, "/healthz")
+        upstream = f"{nginx.url}/v1"
+        if args.loop == "uvloop":
+            import uvloop
+
+            text = uvloop.run(profile(args, upstream, workdir))
+        else:
+            text = asyncio.run(profile(args, upstream, workdir))
+    finally:
+        fleet.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Stats over a filter: requests, errors, latency percentiles, tokens, cost, feedback, scores.
+
+Three queries: one pass over the requests grouped by the dimensions and a latency histogram
+bucket, one over feedback, one over scores. Totals and groupings by day and/or model come from
+groups by both, which SQLite streams from the requests_daily index without sorting.
+Percentiles are estimated from the 10%-wide histogram buckets: exact for a bucket holding one
+value, otherwise within the bucket's width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.filters import Condition
+from storage import Store
+from storage.migrations import LATENCY_BOUNDS, LATENCY_BUCKET_SQL
+
+DIMENSIONS = {
+    "day": "substr(r.created_at, 1, 10)",
+    "model": "r.model",
+    "user": "r.user_id",
+    "outcome": "r.outcome",
+    "path": "r.path",
+}
+DAILY = ("day", "model")
+PROPERTY_PREFIX = "property:"
+PERCENTILES = (50, 90, 95, 99)
+BOUNDS = [float(b) for b in LATENCY_BOUNDS]
+
+Key = tuple[Any, ...]
+
+
+def check_dimensions(names: Sequence[str]) -> None:
+    """ValueError unless each name is a dimension or `property:NAME` (at most one property)."""
+    for name in names:
+        named_property = name.startswith(PROPERTY_PREFIX) and len(name) > len(PROPERTY_PREFIX)
+        if name not in DIMENSIONS and not named_property:
+            allowed = ", ".join([*DIMENSIONS, f"{PROPERTY_PREFIX}NAME"])
+            raise ValueError(f"cannot group by {name!r}; use {allowed}")
+    if sum(name.startswith(PROPERTY_PREFIX) for name in names) > 1:
+        raise ValueError("group by at most one property")
+    if len(set(names)) != len(names):
+        raise ValueError("each dimension may appear once")
+
+
+def _number(value: Any) -> float:
+    """Aggregates arrive as int, float or (PostgreSQL) Decimal; NULL sums are 0."""
+    return 0.0 if value is None else float(value)
+
+
+@dataclass(slots=True)
+class Bucket:
+    """Latencies in one histogram bucket: their count, sum and range."""
+
+    index: int
+    count: int
+    total: float
+
+    def value_at(self, rank: int) -> float:
+        """The estimated `rank`-th (1-based) smallest latency in this bucket."""
+        if self.count == 1 or self.index <= 0 or self.index >= len(BOUNDS):
+            return self.total / self.count
+        low, high = BOUNDS[self.index - 1], BOUNDS[self.index]
+        return low + (high - low) * (rank - 0.5) / self.count
+
+
+@dataclass(slots=True)
+class Group:
+    """Running totals for one group (or for everything)."""
+
+    requests: int = 0
+    errors: int = 0
+    latency_count: int = 0
+    latency_total: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    rated: int = 0
+    positive: int = 0
+    buckets: dict[int, Bucket] = field(default_factory=dict)
+    scores: dict[str, list[float]] = field(default_factory=dict)
+
+    def add_requests(self, row: dict[str, Any]) -> None:
+        count = int(row["requests"])
+        self.requests += count
+        self.errors += int(_number(row["errors"]))
+        self.prompt_tokens += int(_number(row["prompt_tokens"]))
+        self.completion_tokens += int(_number(row["completion_tokens"]))
+        self.cost_usd += _number(row["cost_usd"])
+        index = int(row["bucket"])
+        if index >= 0:
+            latency = _number(row["latency"])
+            self.latency_count += count
+            self.latency_total += latency
+            bucket = self.buckets.setdefault(index, Bucket(index, 0, 0.0))
+            bucket.count += count
+            bucket.total += latency
+
+    def add_feedback(self, row: dict[str, Any]) -> None:
+        self.rated += int(row["rated"])
+        self.positive += int(_number(row["positive"]))
+
+    def add_scores(self, row: dict[str, Any]) -> None:
+        count, total = int(row["count"]), _number(row["total"])
+        low, high = _number(row["low"]), _number(row["high"])
+        seen = self.scores.get(row["name"])
+        if seen is None:
+            self.scores[row["name"]] = [count, total, low, high]
+        else:
+            seen[0] += count
+            seen[1] += total
+            seen[2] = min(seen[2], low)
+            seen[3] = max(seen[3], high)
+
+    def percentile(self, p: int) -> float | None:
+        if not self.latency_count:
+            return None
+        rank = max(1, math.ceil(p / 100 * self.latency_count))
+        for index in sorted(self.buckets):
+            bucket = self.buckets[index]
+            if rank <= bucket.count:
+                return round(bucket.value_at(rank), 3)
+            rank -= bucket.count
+        raise AssertionError("rank beyond the histogram")
+
+    def summary(self) -> dict[str, Any]:
+        latency: dict[str, Any] = {
+            "avg": round(self.latency_total / self.latency_count, 3) if self.latency_count else None
+        }
+        latency.update({f"p{p}": self.percentile(p) for p in PERCENTILES})
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": round(self.errors / self.requests, 6) if self.requests else None,
+            "latency_ms": latency,
+            "tokens": {
+                "prompt": self.prompt_tokens,
+                "completion": self.completion_tokens,
+                "total": self.prompt_tokens + self.completion_tokens,
+            },
+            "cost_usd": round(self.cost_usd, 9),
+            "feedback": {
+                "count": self.rated,
+                "positive": self.positive,
+                "negative": self.rated - self.positive,
+                "positive_rate": round(self.positive / self.rated, 6) if self.rated else None,
+            },
+            "scores": {
+                name: {
+                    "count": int(count),
+                    "avg": round(total / count, 6),
+                    "min": low,
+                    "max": high,
+                }
+                for name, (count, total, low, high) in sorted(self.scores.items())
+            },
+        }
+
+
+@dataclass(slots=True)
+class Grouping:
+    """The SQL for grouping dimensions: select list, GROUP BY terms and a property join."""
+
+    names: list[str]
+    columns: list[str]
+    join: str = ""
+    params: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, dimensions: Sequence[str]) -> Grouping:
+        names, columns, join, params = [], [], "", []
+        for dimension in dimensions:
+            if dimension.startswith(PROPERTY_PREFIX):
+                join = "LEFT JOIN request_properties gp ON gp.request_id = r.id AND gp.key = ?"
+                params.append(dimension.removeprefix(PROPERTY_PREFIX).lower())
+                columns.append("gp.value")
+            else:
+                columns.append(DIMENSIONS[dimension])
+            names.append(dimension)
+        return cls(names, columns, join, params)
+
+    def select(self) -> str:
+        return "".join(f"{column} AS g{i}, " for i, column in enumerate(self.columns))
+
+    def group_by(self, *extra: str) -> str:
+        terms = [*self.columns, *extra]
+        return f" GROUP BY {', '.join(terms)}" if terms else ""
+
+    def key(self, row: dict[str, Any]) -> Key:
+        return tuple(row[f"g{i}"] for i in range(len(self.columns)))
+
+
+async def request_stats(
+    store: Store, condition: Condition, dimensions: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Totals over the rows matching `condition`, and per group when `dimensions` are given."""
+    check_dimensions(dimensions)
+    # Day and model (and totals) are rolled up from groups by both, which SQLite reads in
+    # the order of the requests_daily index instead of sorting every row.
+    daily = set(dimensions) <= set(DAILY)
+    grouping = Grouping.of(DAILY if daily else dimensions)
+    positions = [grouping.names.index(name) for name in dimensions]
+    where = f"WHERE {condition.sql}"
+    params = [*grouping.params, *condition.params]
+    requests = await store.fetch(
+        f"SELECT {grouping.select()}{LATENCY_BUCKET_SQL} AS bucket, COUNT(*) AS requests, "
+        "SUM(CASE WHEN r.outcome <> ? THEN 1 ELSE 0 END) AS errors, SUM(r.latency_ms) AS latency, "
+        "SUM(r.prompt_tokens) AS prompt_tokens, SUM(r.completion_tokens) AS completion_tokens, "
+        f"SUM(r.cost_usd) AS cost_usd FROM requests r {grouping.join} {where}"
+        + grouping.group_by(LATENCY_BUCKET_SQL),
+        ["ok", *params],
+    )
+    feedback = await store.fetch(
+        f"SELECT {grouping.select()}COUNT(*) AS rated, SUM(f.rating) AS positive "
+        f"FROM feedback f JOIN requests r ON r.id = f.request_id {grouping.join} {where}"
+        + grouping.group_by(),
+        params,
+    )
+    scores = await store.fetch(
+        f"SELECT {grouping.select()}s.name AS name, COUNT(*) AS count, SUM(s.value) AS total, "
+        "MIN(s.value) AS low, MAX(s.value) AS high "
+        f"FROM scores s JOIN requests r ON r.id = s.request_id {grouping.join} {where}"
+        + grouping.group_by("s.name"),
+        params,
+    )
+    totals = Group()
+    groups: dict[Key, Group] = {}
+    for rows, add in (
+        (requests, Group.add_requests),
+        (feedback, Group.add_feedback),
+        (scores, Group.add_scores),
+    ):
+        for row in rows:
+            add(totals, row)
+            if dimensions:
+                key = grouping.key(row)
+                add(groups.setdefault(tuple(key[i] for i in positions), Group()), row)
+    result: dict[str, Any] = totals.summary()
+    if dimensions:
+        result["groups"] = [
+            {"key": dict(zip(dimensions, key, strict=True)), **groups[key].summary()}
+            for key in sorted(groups, key=_sort_key)
+        ]
+    return result
+
+
+def _sort_key(key: Key) -> tuple[tuple[bool, str], ...]:
+    """Groups in key order; a missing value (no user, no property) sorts last."""
+    return tuple((part is None, "" if part is None else str(part)) for part in key)

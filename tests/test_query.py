@@ -1,0 +1,530 @@
+"""POST /v1/request/query and the filter tree, against a hand-built log in each store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from proxy.cli import main
+from proxy.filters import KEYED, MAX_CONDITIONS, MAX_DEPTH, TABLES, compile_filter
+from proxy.filters import OPERATORS as OPERATORS_OF
+from proxy.query import CURSOR_HEADER
+from proxy.state import STORE
+from tests.conftest import ProxyFactory
+from tests.logbook import IDS, fill, ids_of
+
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture
+async def logged(make_proxy: ProxyFactory, store_url: str) -> Client:
+    """relaylog over the hand-built log, in SQLite and (when reachable) PostgreSQL."""
+    client = await make_proxy(store={"db": store_url})
+    await fill(client.app[STORE])
+    return client
+
+
+async def query(client: Client, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    response = await client.post("/v1/request/query", json=body)
+    return response.status, await response.json()
+
+
+def leaf(table: str, column: str, op: str, value: Any) -> dict[str, Any]:
+    return {table: {column: {op: value}}}
+
+
+def both(operator: str, left: Any, right: Any) -> dict[str, Any]:
+    return {"left": left, "operator": operator, "right": right}
+
+
+CASES: list[tuple[str, Any, set[str]]] = [
+    ("all", "all", set(IDS)),
+    ("empty object is all", {}, set(IDS)),
+    ("equals", leaf("request", "model", "equals", "gpt-4o-mini"), {"r1", "r3"}),
+    (
+        "not-equals counts NULL",
+        leaf("request", "model", "not-equals", "gpt-4o-mini"),
+        {"r2", "r4", "r5", "r6"},
+    ),
+    ("like", leaf("request", "model", "like", "gpt-4o%"), {"r1", "r2", "r3"}),
+    ("ilike", leaf("request", "model", "ilike", "GPT-4O%"), {"r1", "r2", "r3"}),
+    ("contains ignores case", leaf("request", "model", "contains", "4O"), {"r1", "r2", "r3"}),
+    ("not-contains", leaf("request", "model", "not-contains", "4o"), {"r4", "r5", "r6"}),
+    ("null", leaf("request", "user_id", "equals", "null"), {"r4"}),
+    ("not null", leaf("request", "user_id", "not-equals", "null"), set(IDS) - {"r4"}),
+    ("gte", leaf("request", "status", "gte", 400), {"r3", "r4"}),
+    ("gt (Helicone name)", leaf("request_response_rmt", "latency", "gt", 100), {"r2", "r6"}),
+    ("lt", leaf("request_response_rmt", "latency", "lt", 100), {"r3", "r5"}),
+    ("lte", leaf("request", "latency_ms", "lte", 100), {"r1", "r3", "r5"}),
+    ("number equals", leaf("request", "latency_ms", "equals", 250), {"r2"}),
+    ("number not-equals", leaf("request", "latency_ms", "not-equals", 250), set(IDS) - {"r2"}),
+    ("numeric string", leaf("request", "total_tokens", "gt", "10"), {"r1", "r2", "r6"}),
+    ("cost null", leaf("request_response_rmt", "cost", "equals", "null"), {"r3", "r4", "r6"}),
+    ("date", leaf("request", "created_at", "gte", "2024-05-02"), {"r3", "r4", "r5", "r6"}),
+    ("time", leaf("request", "created_at", "lt", "2024-05-02T00:00:00Z"), {"r1", "r2"}),
+    ("offset time", leaf("request", "created_at", "equals", "2024-05-01T14:00:00+02:00"), {"r2"}),
+    (
+        "Helicone time",
+        leaf("request_response_rmt", "request_created_at", "gt", "2024-05-03T08:00:00+00:00"),
+        {"r6"},
+    ),
+    ("bool", leaf("request", "is_stream", "equals", True), {"r6"}),
+    ("body contains", leaf("request", "prompt", "contains", "hello world"), {"r1"}),
+    (
+        "session",
+        leaf("sessions_request_response_rmt", "session_session_id", "equals", "s2"),
+        {"r5", "r6"},
+    ),
+    ("property", leaf("properties", "app", "equals", "chat"), {"r1", "r3", "r6"}),
+    ("property key case", leaf("properties", "App", "equals", "chat"), {"r1", "r3", "r6"}),
+    ("property not-equals", leaf("properties", "app", "not-equals", "chat"), {"r2", "r4", "r5"}),
+    ("property contains", leaf("properties", "app", "contains", "search"), {"r2", "r5"}),
+    ("property ilike", leaf("properties", "app", "ilike", "search%"), {"r2", "r5"}),
+    (
+        "property missing",
+        leaf("properties", "prompt_version", "equals", "null"),
+        {"r3", "r4", "r6"},
+    ),
+    ("contains is literal", leaf("properties", "note", "contains", "0% off_"), {"r6"}),
+    ("wildcards escaped", leaf("properties", "note", "contains", "%%"), set()),
+    (
+        "rmt properties",
+        {"request_response_rmt": {"properties": {"app": {"equals": "chat"}}}},
+        {"r1", "r3", "r6"},
+    ),
+    ("legacy feedback", leaf("feedback", "rating", "equals", True), {"r1", "r5"}),
+    (
+        "current feedback",
+        leaf("request_response_rmt", "helicone-score-feedback", "equals", True),
+        {"r1", "r5"},
+    ),
+    ("negative feedback", leaf("feedback", "rating", "equals", False), {"r2"}),
+    ("not rated up", leaf("feedback", "rating", "not-equals", True), {"r2", "r3", "r4", "r6"}),
+    ("no feedback", leaf("feedback", "rating", "equals", "null"), {"r3", "r4", "r6"}),
+    ("any feedback", leaf("feedback", "rating", "not-equals", "null"), {"r1", "r2", "r5"}),
+    ("feedback comment", leaf("feedback", "comment", "contains", "great"), {"r1"}),
+    ("session feedback", leaf("session_feedback", "rating", "equals", True), {"r1", "r2"}),
+    ("score gt", leaf("scores", "accuracy", "gt", 90), {"r1"}),
+    ("score gte", leaf("scores", "accuracy", "gte", 80), {"r1", "r2"}),
+    ("score missing", leaf("scores", "accuracy", "equals", "null"), {"r3", "r4", "r6"}),
+    ("boolean score", leaf("scores", "helpful", "equals", True), {"r1"}),
+    ("rmt score string", {"request_response_rmt": {"scores": {"accuracy": {"lt": "70"}}}}, {"r5"}),
+    (
+        "feedback and score",
+        both(
+            "and", leaf("feedback", "rating", "equals", True), leaf("scores", "accuracy", "gt", 90)
+        ),
+        {"r1"},
+    ),
+    (
+        "or",
+        both(
+            "or",
+            leaf("request", "model", "equals", "gpt-4o"),
+            leaf("request", "user_id", "equals", "carol"),
+        ),
+        {"r2", "r5"},
+    ),
+    (
+        "nested",
+        both(
+            "OR",
+            both(
+                "and",
+                leaf("properties", "app", "equals", "chat"),
+                leaf("request", "status", "equals", 200),
+            ),
+            leaf("feedback", "rating", "equals", False),
+        ),
+        {"r1", "r2", "r6"},
+    ),
+    (
+        "several columns",
+        {"request": {"model": {"equals": "gpt-4o-mini"}, "status": {"equals": 500}}},
+        {"r3"},
+    ),
+    ("several operators", {"request": {"latency_ms": {"gte": 50, "lte": 250}}}, {"r1", "r2", "r3"}),
+]
+
+
+@pytest.mark.parametrize(("tree", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+async def test_filter_tree(logged: Client, tree: Any, expected: set[str]) -> None:
+    status, payload = await query(logged, {"filter": tree, "limit": 1000})
+    assert status == 200, payload
+    assert set(ids_of(payload)) == expected
+
+
+async def test_newest_first_with_helicone_fields_feedback_and_scores(logged: Client) -> None:
+    status, payload = await query(
+        logged, {"filter": "all", "isCached": False, "includeInputs": True, "offset": 0}
+    )
+    assert status == 200
+    assert ids_of(payload) == list(reversed(IDS))
+    first = payload["data"][-1]
+    assert first["request_id"] == "r1"
+    assert first["request_created_at"] == "2024-05-01T10:00:00.000Z"
+    assert first["feedback_rating"] is True
+    assert first["feedback_comment"] == "great answer"
+    assert first["scores"] == {"accuracy": 95.0, "helpful": 1.0}
+    assert (
+        first["properties"]
+        == first["request_properties"]
+        == {
+            "app": "chat",
+            "prompt_version": "v1",
+        }
+    )
+    assert first["request_body"]["messages"][0]["content"] == "Hello WORLD"
+    assert first["delay_ms"] == 100.0 and first["cost"] == 0.001
+
+
+@pytest.mark.parametrize(
+    ("sort", "expected"),
+    [
+        ({"created_at": "asc"}, IDS),
+        ({"latency": "desc"}, ["r6", "r2", "r1", "r3", "r5", "r4"]),
+        ({"latency_ms": "asc"}, ["r4", "r5", "r3", "r1", "r2", "r6"]),
+        ({"cost": "desc"}, ["r2", "r1", "r5", "r6", "r4", "r3"]),
+    ],
+)
+async def test_sort_and_cursor_pages(
+    logged: Client, sort: dict[str, str], expected: list[str]
+) -> None:
+    status, payload = await query(logged, {"sort": sort})
+    assert status == 200
+    assert ids_of(payload) == expected
+    seen: list[str] = []
+    body: dict[str, Any] = {"sort": sort, "limit": 4}
+    while True:
+        response = await logged.post("/v1/request/query", json=body)
+        seen += ids_of(await response.json())
+        cursor = response.headers.get(CURSOR_HEADER)
+        if cursor is None:
+            break
+        body["cursor"] = cursor
+    assert seen == expected
+
+
+async def test_offset_and_limit(logged: Client) -> None:
+    status, payload = await query(logged, {"sort": {"created_at": "asc"}, "offset": 2, "limit": 3})
+    assert status == 200
+    assert ids_of(payload) == ["r3", "r4", "r5"]
+
+
+def nested(depth: int) -> Any:
+    tree: Any = "all"
+    for _ in range(depth):
+        tree = both("and", tree, "all")
+    return tree
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"filter": leaf("request", "modle", "equals", "x")}, "filter.request.modle"),
+        ({"filter": leaf("requests", "model", "equals", "x")}, "filter.requests: unknown table"),
+        ({"filter": leaf("request", "model", "gt", "x")}, "filter.request.model.gt"),
+        ({"filter": leaf("request", "status", "equals", "abc")}, "filter.request.status.equals"),
+        ({"filter": leaf("request", "created_at", "gte", "yesterday")}, "created_at.gte"),
+        ({"filter": leaf("feedback", "rating", "equals", "yes")}, "feedback.rating.equals"),
+        ({"filter": leaf("request", "model", "equals", "a\x00b")}, "NUL"),
+        ({"filter": {"request": {}}}, "filter.request: expected an object of columns"),
+        ({"filter": {"request": {"model": {}}}}, "expected an object of operators"),
+        ({"filter": both("xor", "all", "all")}, "filter.operator"),
+        ({"filter": {"left": "all", "operator": "and"}}, "exactly left, operator and right"),
+        ({"filter": both("and", "all", both("or", 5, "all"))}, "filter.right.left"),
+        ({"filter": [1]}, "filter: expected"),
+        ({"filter": nested(MAX_DEPTH + 1)}, f"nested deeper than {MAX_DEPTH}"),
+        (
+            {"filter": {"scores": {f"s{i}": {"gt": 1} for i in range(MAX_CONDITIONS + 1)}}},
+            f"more than {MAX_CONDITIONS} conditions",
+        ),
+        ({"limit": 1001}, "limit"),
+        ({"limit": 0}, "limit"),
+        ({"sort": {"total_tokens": "desc"}}, "cannot sort by 'total_tokens'"),
+        ({"sort": {"created_at": "desc", "cost": "asc"}}, "exactly one"),
+        ({"cursor": "not-a-cursor"}, "invalid cursor"),
+        ({"filtre": "all"}, "filtre"),
+    ],
+)
+async def test_bad_requests_get_400_naming_the_problem(
+    logged: Client, body: dict[str, Any], message: str
+) -> None:
+    status, payload = await query(logged, body)
+    assert status == 400, payload
+    assert payload["data"] is None
+    assert message in payload["error"]
+
+
+async def test_cursor_from_another_sort_is_refused(logged: Client) -> None:
+    response = await logged.post("/v1/request/query", json={"limit": 1})
+    cursor = response.headers[CURSOR_HEADER]
+    status, payload = await query(logged, {"sort": {"cost": "desc"}, "cursor": cursor})
+    assert status == 400
+    assert "another sort" in payload["error"]
+
+
+async def test_deep_nesting_within_the_bound_is_fine(logged: Client) -> None:
+    status, payload = await query(logged, {"filter": nested(MAX_DEPTH)})
+    assert status == 200
+    assert set(ids_of(payload)) == set(IDS)
+
+
+INJECTIONS = [
+    "x' OR '1'='1",
+    'x" OR 1=1 --',
+    "'; DROP TABLE requests; --",
+    "') OR 1=1 --",
+    "app) OR (1=1",
+    "%' OR r.id LIKE '%",
+]
+
+
+@pytest.mark.parametrize("attack", INJECTIONS)
+async def test_injection_in_values_and_keys_is_just_data(logged: Client, attack: str) -> None:
+    trees = [
+        leaf("request", "model", "equals", attack),
+        leaf("request", "model", "like", attack),
+        leaf("properties", attack, "equals", "chat"),
+        leaf("properties", "app", "contains", attack),
+        leaf("scores", attack, "gt", 0),
+        leaf("dataset", "name", "equals", attack),
+    ]
+    for tree in trees:
+        status, payload = await query(logged, {"filter": tree})
+        assert status == 200, (tree, payload)
+        assert ids_of(payload) == [], tree
+    for tree in (
+        leaf("request", attack, "equals", "x"),
+        leaf(attack, "model", "equals", "x"),
+        leaf("request", "model", attack, "x"),
+        {"sort": {attack: "desc"}},
+    ):
+        body = tree if "sort" in tree else {"filter": tree}
+        status, payload = await query(logged, body)
+        assert status == 400, (tree, payload)
+    status, payload = await query(logged, {"limit": 1000})
+    assert ids_of(payload) == list(reversed(IDS))
+
+
+def test_compiled_sql_holds_no_value_or_key() -> None:
+    tree = both(
+        "and",
+        leaf("properties", "k'ey", "equals", "v'al"),
+        leaf("scores", 'sc"ore', "gt", 3),
+    )
+    condition = compile_filter(tree)
+    assert "k'ey" not in condition.sql and "v'al" not in condition.sql
+    assert 'sc"ore' not in condition.sql
+    assert condition.params == ["k'ey", "v'al", 'sc"ore', 3.0]
+
+
+async def test_query_needs_the_proxy_key_when_keys_are_set(make_proxy: ProxyFactory) -> None:
+    client = await make_proxy(auth={"proxy_keys": ["sk-admin"], "feedback_keys": ["fb-key"]})
+    assert (await client.post("/v1/request/query", json={})).status == 401
+    feedback_only = {"Authorization": "Bearer fb-key"}
+    assert (await client.post("/v1/request/query", json={}, headers=feedback_only)).status == 401
+    admin = {"Authorization": "Bearer sk-admin"}
+    response = await client.post("/v1/request/query", json={}, headers=admin)
+    assert response.status == 200
+    assert (await response.json()) == {"data": [], "error": None}
+
+
+async def test_other_methods_are_refused_not_forwarded(proxy: Client) -> None:
+    response = await proxy.get("/v1/request/query")
+    assert response.status == 405
+    assert response.headers["Allow"] == "POST"
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+    | st.sampled_from(["null", "2024-05-01", "2024-05-01T10:00:00Z", "%", "_", "\\"])
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+NAMES = st.sampled_from(
+    [
+        "request",
+        "response",
+        "request_response_rmt",
+        "feedback",
+        "session_feedback",
+        "scores",
+        "properties",
+        "dataset",
+        "sessions_request_response_rmt",
+        "values",
+    ]
+) | st.text(max_size=8)
+COLUMNS = st.sampled_from(
+    [
+        "model",
+        "user_id",
+        "status",
+        "latency",
+        "created_at",
+        "cost",
+        "rating",
+        "comment",
+        "helicone-score-feedback",
+        "properties",
+        "scores",
+        "name",
+        "is_stream",
+        "prompt",
+        "app",
+    ]
+) | st.text(max_size=8)
+OPERATORS = st.sampled_from(
+    ["equals", "not-equals", "like", "ilike", "contains", "not-contains", "gt", "gte", "lt", "lte"]
+) | st.text(max_size=6)
+LEAVES = st.dictionaries(
+    NAMES,
+    st.dictionaries(
+        COLUMNS, st.dictionaries(OPERATORS, JSON_VALUES, max_size=2) | JSON_VALUES, max_size=2
+    )
+    | JSON_VALUES,
+    max_size=2,
+)
+PLAIN_TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"))
+VALUES_OF_KIND = {
+    "text": PLAIN_TEXT | st.integers() | st.just("null"),
+    "number": st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.sampled_from(["0.5", "-3", "null", "1e308"]),
+    "time": st.datetimes().map(lambda moment: moment.isoformat())
+    | st.dates().map(str)
+    | st.just("null"),
+    "bool": st.booleans() | st.just("null"),
+}
+KNOWN_COLUMNS = sorted(
+    {
+        (table, name, column.kind)
+        for table, columns in TABLES.items()
+        for name, column in columns.items()
+    }
+    | {
+        (table, key, column.kind)
+        for table, (column, _) in KEYED.items()
+        for key in ("app", "accuracy", "helpful", "App")
+    }
+)
+
+
+@st.composite
+def valid_leaves(draw: st.DrawFn) -> dict[str, Any]:
+    table, column, kind = draw(st.sampled_from(KNOWN_COLUMNS))
+    ops = draw(
+        st.dictionaries(
+            st.sampled_from(sorted(OPERATORS_OF[kind])),
+            VALUES_OF_KIND[kind],
+            min_size=1,
+            max_size=2,
+        )
+    )
+    return {table: {column: ops}}
+
+
+VALID_TREES = st.recursive(
+    st.just("all") | valid_leaves(),
+    lambda inner: st.fixed_dictionaries(
+        {"left": inner, "operator": st.sampled_from(["and", "or"]), "right": inner}
+    ),
+    max_leaves=8,
+)
+TREES = st.recursive(
+    st.just("all") | LEAVES | JSON_SCALARS,
+    lambda inner: (
+        st.fixed_dictionaries(
+            {
+                "left": inner,
+                "operator": st.sampled_from(["and", "or", "OR", "xor", ""]),
+                "right": inner,
+            }
+        )
+        | st.dictionaries(st.sampled_from(["left", "operator", "right"]), inner)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(tree=VALID_TREES | TREES, path=st.sampled_from(["/v1/request/query", "/v1/request/stats"]))
+async def test_random_trees_never_give_500(logged: Client, tree: Any, path: str) -> None:
+    # The stdlib encoder, unlike orjson, writes integers beyond 64 bits.
+    body = json.dumps({"filter": tree}, allow_nan=False)
+    response = await logged.post(path, data=body, headers={"Content-Type": "application/json"})
+    payload = await response.json()
+    event(f"status {response.status}")
+    assert response.status in (200, 400), payload
+    assert (payload["error"] is None) == (response.status == 200)
+
+
+def test_requests_command_takes_the_filter_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from storage import open_store
+
+    db = str(tmp_path / "cli.db")
+
+    async def build() -> None:
+        store = open_store(db)
+        await store.open()
+        await fill(store)
+        await store.close()
+
+    asyncio.run(build())
+    assert main(["requests", "--db", db, "--json", "--feedback", "up"]) == 0
+    rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in rows] == ["r5", "r1"]
+    assert (
+        main(
+            [
+                "requests",
+                "--db",
+                db,
+                "--json",
+                "--property",
+                "app=chat",
+                "--model",
+                "gpt-4o-mini",
+                "--model",
+                "my-local-llama",
+                "--score",
+                "helpful<1",
+            ]
+        )
+        == 0
+    )
+    assert [orjson.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == ["r6"]
+    assert (
+        main(["requests", "--db", db, "--since", "2024-05-03", "--until", "2024-05-03T12:00"]) == 0
+    )
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[0] == "id" and [line.split()[0] for line in table[1:]] == ["r5"]
+    assert main(["requests", "--db", db, "--score", "accuracy>>9"]) == 2
+    assert "invalid filter at score" in capsys.readouterr().err
