@@ -310,7 +310,10 @@ async def session_feedback(request: web.Request) -> web.Response:
     session_id = _check_session_id(request.match_info["id"])
     body = _parse(SessionFeedbackBody, await _read_json(request))
     store, wait_s = request.app[STORE], request.app[POLICY].wait_s
-    if not await _poll(lambda: store.session_exists(session_id), wait_s):
+    recorder = request.app[RECORDER]
+    if not recorder.is_session_pending(session_id) and not await _poll(
+        lambda: store.session_exists(session_id), wait_s
+    ):
         raise ApiError(
             404,
             f"no request of session {session_id!r} was logged (waited {wait_s * 1000:.0f} ms)",

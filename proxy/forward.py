@@ -180,13 +180,13 @@ async def forward(request: web.Request) -> web.StreamResponse:
         ex.request_body = await _read_body(request, fw.max_body_bytes, fw.body_timeout_s)
     except ApiError as err:
         ex.id = ex.id or new_request_id()
-        fw.recorder.begin(ex.id)
+        fw.recorder.begin(ex)
         ex.status, ex.outcome, ex.error = err.status, "rejected", err.message
         ex.latency_ms = _elapsed_ms(start)
         fw.recorder.submit(ex)
         err.headers.update(_status_headers(ex.id, err.status))
         raise
-    fw.recorder.begin(ex.id)
+    fw.recorder.begin(ex)
     try:
         return await _proxy(request, fw, ex, options, start, target)
     finally:

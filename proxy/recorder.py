@@ -51,6 +51,7 @@ class Recorder:
         self._queue: deque[Exchange] = deque()
         self._in_flight: Counter[str] = Counter()
         self._queued: Counter[str] = Counter()
+        self._sessions: Counter[str] = Counter()
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -74,9 +75,17 @@ class Recorder:
         """Nothing is being served and nothing waits to be written."""
         return not self._queue and not self._in_flight
 
-    def begin(self, request_id: str) -> None:
-        """Mark an exchange as being served, so feedback for it is accepted at once."""
-        self._in_flight[request_id] += 1
+    def begin(self, exchange: Exchange) -> None:
+        """Mark an exchange as being served, so feedback for it (or its session) is accepted."""
+        self._in_flight[exchange.id] += 1
+        if exchange.session_id is not None:
+            self._sessions[exchange.session_id] += 1
+
+    def _forget_session(self, exchange: Exchange) -> None:
+        if exchange.session_id is not None:
+            self._sessions[exchange.session_id] -= 1
+            if self._sessions[exchange.session_id] <= 0:
+                del self._sessions[exchange.session_id]
 
     def submit(self, exchange: Exchange) -> bool:
         """Queue a finished exchange; never blocks. False when it had to be dropped."""
@@ -86,6 +95,7 @@ class Recorder:
         if self._in_flight[exchange.id] <= 0:
             del self._in_flight[exchange.id]
         if len(self._queue) >= self.queue_size:
+            self._forget_session(exchange)
             self.dropped += 1
             now = time.monotonic()
             if now - self._last_drop_warning >= DROP_WARN_EVERY_S:
@@ -104,6 +114,10 @@ class Recorder:
     def is_pending(self, request_id: str) -> bool:
         """True while the exchange is being served or waits in the queue."""
         return request_id in self._in_flight or request_id in self._queued
+
+    def is_session_pending(self, session_id: str) -> bool:
+        """True while an exchange of this session is being served or waits in the queue."""
+        return session_id in self._sessions
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="relaylog-recorder")
@@ -173,5 +187,6 @@ class Recorder:
                 self._queued[done.id] -= 1
                 if self._queued[done.id] <= 0:
                     del self._queued[done.id]
+                self._forget_session(done)
             self.written += len(rows)
             rows = []

@@ -211,6 +211,28 @@ async def test_feedback_while_the_stream_is_still_running(make_proxy: ProxyFacto
     assert row["feedback"]["rating"] is True
 
 
+async def test_session_feedback_while_its_first_stream_is_still_running(
+    make_proxy: ProxyFactory,
+) -> None:
+    client = await make_proxy(feedback={"wait_ms": 0})
+    response = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "gpt-4o-mini",
+            "stream": True,
+            "messages": [{"role": "user", "content": "the first turn of a session"}],
+        },
+        headers={"Helicone-Session-Id": "live-session", "Sandbox-Fault": "chunk_delay_ms=150"},
+    )
+    await response.content.readany()
+    status, body = await post(client, "/v1/session/live-session/feedback", {"rating": False})
+    assert status == 200, body
+    assert not await store_of(client.app).session_exists("live-session")
+    await response.read()
+    await settle(client.app)
+    assert await store_of(client.app).session_exists("live-session")
+
+
 async def test_feedback_right_after_the_answer_is_never_lost(make_proxy: ProxyFactory) -> None:
     client = await make_proxy(feedback={"wait_ms": 0})
     for n in range(20):

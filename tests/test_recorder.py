@@ -60,7 +60,7 @@ async def test_failed_commits_are_retried_and_nothing_is_lost(tmp_path: Path) ->
     recorder = recorder_for(store)
     recorder.start()
     for n in range(25):
-        recorder.begin(f"r{n}")
+        recorder.begin(exchange(n))
         assert recorder.submit(exchange(n))
     assert recorder.is_pending("r0")
     await recorder.stop()
@@ -82,7 +82,7 @@ async def test_full_queue_counts_and_logs_drops(
     with caplog.at_level(logging.WARNING, logger="relaylog.recorder"):
         accepted = []
         for n in range(8):
-            recorder.begin(f"r{n}")
+            recorder.begin(exchange(n))
             accepted.append(recorder.submit(exchange(n)))
         await asyncio.sleep(0.05)
     assert accepted == [True] * 5 + [False] * 3
@@ -102,7 +102,7 @@ async def test_shutdown_with_a_dead_store_reports_what_it_could_not_write(
     recorder = recorder_for(store, drain_timeout_s=0.2)
     recorder.start()
     for n in range(3):
-        recorder.begin(f"r{n}")
+        recorder.begin(exchange(n))
         recorder.submit(exchange(n))
     with caplog.at_level(logging.ERROR, logger="relaylog.recorder"):
         await recorder.stop()
@@ -122,9 +122,28 @@ async def test_unparseable_exchange_is_stored_unparsed(tmp_path: Path) -> None:
         store, broken, queue_size=10, batch_size=10, retry_max_s=0.05, drain_timeout_s=1
     )
     recorder.start()
-    recorder.begin("r1")
+    recorder.begin(exchange(1))
     recorder.submit(exchange(1))
     await recorder.stop()
     row = await store.get_request("r1")
     assert row is not None and row["path"] == "/v1/chat/completions"
+    await store.close()
+
+
+async def test_sessions_are_pending_until_their_last_row_is_written(tmp_path: Path) -> None:
+    store = FlakyStore(str(tmp_path / "r.db"), failures=2)
+    await store.open()
+    recorder = recorder_for(store)
+    first, second = exchange(1), exchange(2)
+    first.session_id = second.session_id = "s1"
+    recorder.begin(first)
+    recorder.begin(second)
+    assert recorder.is_session_pending("s1")
+    recorder.submit(first)
+    recorder.submit(second)
+    assert recorder.is_session_pending("s1")
+    recorder.start()
+    await recorder.stop()
+    assert not recorder.is_session_pending("s1")
+    assert await count(store) == 2
     await store.close()
