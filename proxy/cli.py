@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import ipaddress
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -38,6 +39,7 @@ from storage import Store, open_store
 from storage.base import StoreError, redact
 
 log = logging.getLogger("relaylog")
+T = TypeVar("T")
 
 LIST_COLUMNS = (
     "id",
@@ -370,12 +372,13 @@ async def give_feedback(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(coro: Awaitable[Any]) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    return uvloop.run(coro)  # type: ignore[arg-type]
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on uvloop when it is installed (the `speed` extra), else on asyncio's loop."""
+    if importlib.util.find_spec("uvloop") is None:
+        return asyncio.run(coro)
+    import uvloop
+
+    return uvloop.run(coro)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
