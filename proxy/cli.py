@@ -40,6 +40,8 @@ from storage.base import StoreError, redact
 
 log = logging.getLogger("relaylog")
 T = TypeVar("T")
+# Room for bursts of new connections (aiohttp's default of 128 makes the rest wait a SYN retry).
+LISTEN_BACKLOG = 2048
 
 LIST_COLUMNS = (
     "id",
@@ -150,7 +152,7 @@ async def _start_site(
 ) -> web.AppRunner:
     runner = web.AppRunner(app, **kwargs)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=LISTEN_BACKLOG)
     await site.start()
     return runner
 

@@ -77,6 +77,15 @@ class UpstreamSettings(Section):
         description="Hosts (host or host:port) Helicone-Target-Url may name; empty = refused.",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str) -> str:
+        if value != SANDBOX and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL or 'sandbox'")
+        if "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("must not carry credentials; set upstream.api_key instead")
+        return value
+
 
 class StoreSettings(Section):
     db: str = Field(

@@ -89,3 +89,12 @@ def test_readme_documents_every_setting() -> None:
         assert isinstance(model, type)
         for name in model.model_fields:  # type: ignore[attr-defined]
             assert f"`{section}.{name}`" in readme, f"README lacks {section}.{name}"
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [("https://user:sk-x@api.example.com/v1", "credentials"), ("ftp://files.example.com", "http")],
+)
+def test_upstream_url_must_be_plain_http(url: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(flags={"upstream": url}, environ={})
