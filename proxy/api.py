@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from proxy.auth import KeyRing, proxy_keyring
-from proxy.errors import ApiError
+from proxy.errors import ApiError, method_not_allowed
 from proxy.state import SETTINGS
 from storage.base import StoreError
 
@@ -56,17 +56,6 @@ def guarded(handler: Handler) -> Handler:
     return wrapped
 
 
-def _not_allowed(method: str) -> Handler:
-    async def not_allowed(request: web.Request) -> web.StreamResponse:
-        raise ApiError(
-            405,
-            f"{request.method} is not allowed on {request.path}; use {method}",
-            headers={"Allow": method},
-        )
-
-    return not_allowed
-
-
 def add_routes(app: web.Application, routes: Sequence[tuple[str, str, Handler]]) -> None:
     """Register guarded routes; other methods on their paths get 405, never the upstream."""
     if KEYS not in app:
@@ -74,4 +63,4 @@ def add_routes(app: web.Application, routes: Sequence[tuple[str, str, Handler]])
     for path, method, handler in routes:
         resource = app.router.add_resource(path)
         resource.add_route(method, guarded(handler))
-        resource.add_route("*", _not_allowed(method))
+        resource.add_route("*", method_not_allowed(method))

@@ -46,6 +46,19 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def method_not_allowed(methods: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A handler for the other methods on a management path: 405, never forwarded upstream."""
+
+    async def not_allowed(request: web.Request) -> web.StreamResponse:
+        raise ApiError(
+            405,
+            f"{request.method} is not allowed on {request.path}; use {methods}",
+            headers={"Allow": methods},
+        )
+
+    return not_allowed
+
+
 def openai_error_body(err: ApiError) -> bytes:
     """OpenAI's error shape, which the SDKs turn into their normal exceptions."""
     return orjson.dumps(

@@ -17,7 +17,7 @@ import orjson
 
 from proxy.filters import Condition
 from storage import Store
-from storage.models import ROW_COLUMNS
+from storage.models import ROW_COLUMNS, json_or_text
 
 BATCH_ROWS = 500
 # SQLite's default limit on `?` parameters in one statement is 999 on old builds.
@@ -106,22 +106,13 @@ async def read_rows(
             remaining -= len(rows)
 
 
-def _parsed(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
-
-
 def full_row(row: dict[str, Any]) -> dict[str, Any]:
     """The whole logged exchange as `relaylog show` prints it, with feedback and scores."""
     out = {column: row[column] for column in ROW_COLUMNS}
     out["is_stream"] = bool(out["is_stream"])
     out["properties"] = orjson.loads(out["properties"] or "{}")
     for column in JSON_COLUMNS:
-        out[column] = _parsed(out[column])
+        out[column] = json_or_text(out[column])
     rating = row["feedback_rating"]
     out["feedback"] = (
         None if rating is None else {"rating": bool(rating), "comment": row["feedback_comment"]}
@@ -181,7 +172,7 @@ def chat_example(row: dict[str, Any]) -> dict[str, Any] | None:
     """One fine-tuning example from a successful chat completion, or None for other rows."""
     if row["outcome"] != "ok" or not str(row["path"]).endswith("/chat/completions"):
         return None
-    request, response = _parsed(row["request_body"]), _parsed(row["response_body"])
+    request, response = json_or_text(row["request_body"]), json_or_text(row["response_body"])
     if not isinstance(request, dict) or not isinstance(response, dict):
         return None
     choices = response.get("choices")

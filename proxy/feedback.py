@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from proxy.auth import KeyRing, feedback_keyring, proxy_keyring
-from proxy.errors import ApiError, envelope
+from proxy.errors import ApiError, envelope, method_not_allowed
 from proxy.headers import is_valid_request_id
 from proxy.metrics import counted
 from proxy.state import RECORDER, SETTINGS, STORE
@@ -416,19 +416,6 @@ def _preflight(methods: str) -> Handler:
     return preflight
 
 
-def _not_allowed(methods: str) -> Handler:
-    """Other methods on these paths are refused, not forwarded upstream."""
-
-    async def not_allowed(request: web.Request) -> web.StreamResponse:
-        raise ApiError(
-            405,
-            f"{request.method} is not allowed on {request.path}; use {methods}",
-            headers={"Allow": methods},
-        )
-
-    return not_allowed
-
-
 # `{id:[^/]+}` rather than aiohttp's default `[^{}/]+`, so an id with a brace reaches the
 # handler and gets a 400 instead of falling through to the forward catch-all.
 ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
@@ -454,4 +441,4 @@ def add_feedback_routes(app: web.Application) -> None:
         resource = app.router.add_resource(path, name=name)
         resource.add_route(method, counted(name, _endpoint(handler, writes=method == "POST")))
         resource.add_route("OPTIONS", _preflight(f"{method}, OPTIONS"))
-        resource.add_route("*", _not_allowed(f"{method}, OPTIONS"))
+        resource.add_route("*", method_not_allowed(f"{method}, OPTIONS"))

@@ -24,6 +24,7 @@ from proxy.state import STORE
 from proxy.stats import check_dimensions, request_stats
 from storage import Store
 from storage.base import StoreError
+from storage.models import json_or_text
 
 log = logging.getLogger("relaylog.query")
 
@@ -116,15 +117,6 @@ def decode_cursor(cursor: str, sort: str, direction: str) -> tuple[Any, str]:
     return value, last_id
 
 
-def _json_or_text(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
-
-
 def helicone_row(row: dict[str, Any], scores: dict[str, float]) -> dict[str, Any]:
     """A logged exchange under Helicone's field names, with relaylog's extra fields."""
     properties = orjson.loads(row["properties"] or "{}")
@@ -136,12 +128,12 @@ def helicone_row(row: dict[str, Any], scores: dict[str, float]) -> dict[str, Any
         "request_path": row["path"],
         "request_user_id": row["user_id"],
         "request_model": row["request_model"],
-        "request_body": _json_or_text(row["request_body"]),
+        "request_body": json_or_text(row["request_body"]),
         "request_properties": properties,
         "properties": properties,
         "response_status": row["status"],
         "response_model": row["response_model"],
-        "response_body": _json_or_text(row["response_body"]),
+        "response_body": json_or_text(row["response_body"]),
         "model": row["model"],
         "outcome": row["outcome"],
         "is_stream": bool(row["is_stream"]),

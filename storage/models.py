@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
+
+import orjson
 
 OUTCOMES = (
     "ok",
@@ -14,6 +17,16 @@ OUTCOMES = (
     "stream_incomplete",
     "rejected",
 )
+
+
+def json_or_text(text: str | None) -> Any:
+    """A stored body parsed as JSON, or the text itself when it is not JSON."""
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
 
 
 def utc_iso(ts: float) -> str:

@@ -108,6 +108,25 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+AppUpstream = Callable[[web.Application], Awaitable[str]]
+
+
+@pytest.fixture
+async def app_upstream() -> AsyncIterator[AppUpstream]:
+    """Start an arbitrary aiohttp app as the upstream; returns its /v1 base URL."""
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application) -> str:
+        server = TestServer(app)
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("/v1"))
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path, upstream: Upstream) -> Callable[..., Settings]:
     """Settings for a test: a fresh SQLite file and the sandbox upstream, plus overrides.
@@ -172,4 +191,13 @@ def store_of(app: web.Application) -> Store:
     return app[STORE]
 
 
-__all__ = ["IN_CI", "ProxyFactory", "Upstream", "load_settings", "settle", "store_of", "stored"]
+__all__ = [
+    "IN_CI",
+    "AppUpstream",
+    "ProxyFactory",
+    "Upstream",
+    "load_settings",
+    "settle",
+    "store_of",
+    "stored",
+]

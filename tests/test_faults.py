@@ -15,11 +15,11 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from storage import Row
 from storage.base import StoreError
-from tests.conftest import ProxyFactory, Upstream, settle, store_of, stored
+from tests.conftest import AppUpstream, ProxyFactory, Upstream, settle, store_of, stored
 from tests.serving import scrape, start_serve
 
 Client = TestClient[web.Request, web.Application]
@@ -56,22 +56,6 @@ async def raw_upstream() -> AsyncIterator[Callable[..., Awaitable[str]]]:
     for server in servers:
         server.close()
         await server.wait_closed()
-
-
-@pytest.fixture
-async def app_upstream() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
-    """An arbitrary aiohttp app as the upstream; returns its /v1 base URL."""
-    servers: list[TestServer] = []
-
-    async def start(app: web.Application) -> str:
-        server = TestServer(app)
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("/v1"))
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 async def read_request_head(reader: asyncio.StreamReader) -> bytes:
@@ -169,7 +153,7 @@ MALFORMED_SSE = [
 
 
 async def test_malformed_sse_is_passed_through_and_counted_in_the_row(
-    make_proxy: ProxyFactory, app_upstream: Callable[[web.Application], Awaitable[str]]
+    make_proxy: ProxyFactory, app_upstream: AppUpstream
 ) -> None:
     async def stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -194,7 +178,7 @@ async def test_malformed_sse_is_passed_through_and_counted_in_the_row(
 
 
 async def test_client_gone_mid_stream_cancels_the_upstream_call_promptly(
-    make_proxy: ProxyFactory, app_upstream: Callable[[web.Application], Awaitable[str]]
+    make_proxy: ProxyFactory, app_upstream: AppUpstream
 ) -> None:
     upstream_closed = asyncio.Event()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +11,11 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from tests.conftest import ProxyFactory, Upstream, settle, store_of, stored
+from tests.conftest import AppUpstream, ProxyFactory, Upstream, settle, store_of, stored
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 STREAM = {**CHAT, "stream": True}
-
-
-@pytest.fixture
-async def custom_upstream() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
-    """Start an arbitrary aiohttp app as the upstream; returns its /v1 base URL."""
-    servers: list[TestServer] = []
-
-    async def start(app: web.Application) -> str:
-        server = TestServer(app)
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("/v1"))
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 async def test_helicone_headers_are_consumed_and_hop_by_hop_dropped(
@@ -293,7 +276,7 @@ async def test_stream_usage_kept_for_client_that_asked(proxy: Any) -> None:
 
 
 async def test_redirects_are_not_followed_and_methods_pass_through(
-    make_proxy: ProxyFactory, custom_upstream: Callable[[web.Application], Awaitable[str]]
+    make_proxy: ProxyFactory, app_upstream: AppUpstream
 ) -> None:
     async def redirect(request: web.Request) -> web.Response:
         return web.Response(status=307, headers={"Location": "http://127.0.0.1:9/elsewhere"})
@@ -306,7 +289,7 @@ async def test_redirects_are_not_followed_and_methods_pass_through(
     app = web.Application()
     app.router.add_route("*", "/v1/files/redirect", redirect)
     app.router.add_route("*", "/v1/files/{name}", echo)
-    proxy = await make_proxy(upstream={"url": await custom_upstream(app)})
+    proxy = await make_proxy(upstream={"url": await app_upstream(app)})
     response = await proxy.get("/v1/files/redirect", allow_redirects=False)
     assert response.status == 307
     assert response.headers["Location"] == "http://127.0.0.1:9/elsewhere"
@@ -317,7 +300,7 @@ async def test_redirects_are_not_followed_and_methods_pass_through(
 
 
 async def test_large_non_streamed_answer_is_streamed_through(
-    make_proxy: ProxyFactory, custom_upstream: Callable[[web.Application], Awaitable[str]]
+    make_proxy: ProxyFactory, app_upstream: AppUpstream
 ) -> None:
     payload = b'{"data": "' + b"z" * (3 * 1024 * 1024) + b'"}'
 
@@ -331,7 +314,7 @@ async def test_large_non_streamed_answer_is_streamed_through(
 
     app = web.Application()
     app.router.add_get("/v1/big", big)
-    proxy = await make_proxy(upstream={"url": await custom_upstream(app)})
+    proxy = await make_proxy(upstream={"url": await app_upstream(app)})
     response = await proxy.get("/v1/big")
     assert await response.read() == payload
     row = await stored(proxy.app, response.headers["helicone-id"])
