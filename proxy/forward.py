@@ -232,31 +232,30 @@ async def _proxy(
         ex.outcome, ex.error = "client_cancelled", "client disconnected"
         raise
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        ex.status, ex.outcome, ex.error = 504, "timeout", "upstream did not answer in time"
-        raise ApiError(
-            504,
-            "upstream did not answer in time",
-            code="upstream_timeout",
-            headers=_status_headers(ex.id, 504),
+        raise _failed(
+            ex, 504, "timeout", "upstream did not answer in time", "upstream_timeout"
         ) from exc
     except aiohttp.ClientPayloadError as exc:
-        ex.status, ex.outcome = 502, "stream_incomplete"
-        ex.error = f"upstream closed the connection mid-body: {exc}"
-        raise ApiError(
+        raise _failed(
+            ex,
             502,
+            "stream_incomplete",
             "upstream closed the connection mid-body",
-            code="upstream_incomplete",
-            headers=_status_headers(ex.id, 502),
+            "upstream_incomplete",
+            detail=str(exc),
         ) from exc
     except aiohttp.ClientError as exc:
-        ex.status, ex.outcome = 502, "upstream_unreachable"
-        ex.error = f"upstream unreachable: {exc}"
-        raise ApiError(
-            502,
-            f"upstream unreachable: {exc}",
-            code="upstream_unreachable",
-            headers=_status_headers(ex.id, 502),
-        ) from exc
+        message = f"upstream unreachable: {exc}"
+        raise _failed(ex, 502, "upstream_unreachable", message, "upstream_unreachable") from exc
+
+
+def _failed(
+    ex: Exchange, status: int, outcome: str, message: str, code: str, detail: str = ""
+) -> ApiError:
+    """Record an upstream failure that happened before any answer; the error the client gets."""
+    ex.status, ex.outcome = status, outcome
+    ex.error = f"{message}: {detail}" if detail else message
+    return ApiError(status, message, code=code, headers=_status_headers(ex.id, status))
 
 
 def _cut(request: web.Request) -> None:
