@@ -606,8 +606,6 @@ def bench(
         db = str(workdir / "relaylog.db")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYLOG_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    # 1,000 held streams need as many upstream connections as there are streams.
-    env["RELAYLOG_UPSTREAM_MAX_CONNECTIONS"] = str(max(256, args.streams + 64))
 
     ports = {t: free_port() for t in TARGETS}
     conf = workdir / "nginx.conf"

@@ -70,7 +70,7 @@ class UpstreamSettings(Section):
         600.0, gt=0, description="Longest silence from the upstream before 504 / timeout."
     )
     max_connections: int = Field(
-        256, ge=1, description="Pooled keep-alive connections to the upstream."
+        2048, ge=1, description="Pooled keep-alive connections to the upstream (open streams)."
     )
     target_allowlist: list[str] = Field(
         default_factory=list,
