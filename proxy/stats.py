@@ -2,8 +2,7 @@
 
 Three queries: one pass over the requests grouped by the dimensions and a latency histogram
 bucket, one over feedback, one over scores. Totals and groupings by day and/or model come from
-groups by both; over the whole store those groups are read from the stats_daily rollup that
-write_batch keeps, instead of scanning the requests.
+groups by both, which SQLite streams from the requests_daily index without sorting.
 Percentiles are estimated from the 10%-wide histogram buckets: exact for a bucket holding one
 value, otherwise within the bucket's width.
 """
@@ -15,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.filters import ALL, Condition
+from proxy.filters import Condition
 from storage import Store
 from storage.migrations import LATENCY_BOUNDS, LATENCY_BUCKET_SQL
 
@@ -32,12 +31,6 @@ PERCENTILES = (50, 90, 95, 99)
 BOUNDS = [float(b) for b in LATENCY_BOUNDS]
 
 Key = tuple[Any, ...]
-
-# The requests query's columns for day and model groups, from the rollup (see migration 003).
-ROLLUP_QUERY = (
-    "SELECT day AS g0, CASE WHEN no_model = 1 THEN NULL ELSE model END AS g1, bucket, requests, "
-    "errors, latency_sum AS latency, prompt_tokens, completion_tokens, cost_usd FROM stats_daily"
-)
 
 
 def check_dimensions(names: Sequence[str]) -> None:
@@ -205,32 +198,21 @@ async def request_stats(
 ) -> dict[str, Any]:
     """Totals over the rows matching `condition`, and per group when `dimensions` are given."""
     check_dimensions(dimensions)
-    # Day and model (and totals) are rolled up from groups by both.
+    # Day and model (and totals) are rolled up from groups by both, which SQLite reads in
+    # the order of the requests_daily index instead of sorting every row.
     daily = set(dimensions) <= set(DAILY)
     grouping = Grouping.of(DAILY if daily else dimensions)
     positions = [grouping.names.index(name) for name in dimensions]
     where = f"WHERE {condition.sql}"
     params = [*grouping.params, *condition.params]
-    if daily and condition == ALL:
-        requests = await store.fetch(ROLLUP_QUERY)
-        feedback = await store.fetch(
-            "SELECT day AS g0, model AS g1, COUNT(*) AS rated, SUM(rating) AS positive "
-            "FROM feedback WHERE day IS NOT NULL GROUP BY day, model"
-        )
-        scores = await store.fetch(
-            "SELECT day AS g0, model AS g1, name, COUNT(*) AS count, SUM(value) AS total, "
-            "MIN(value) AS low, MAX(value) AS high FROM scores WHERE day IS NOT NULL "
-            "GROUP BY day, model, name"
-        )
-    else:
-        requests = await store.fetch(
-            f"SELECT {grouping.select()}{LATENCY_BUCKET_SQL} AS bucket, COUNT(*) AS requests, "
-            "SUM(CASE WHEN r.outcome <> ? THEN 1 ELSE 0 END) AS errors, "
-            "SUM(r.latency_ms) AS latency, SUM(r.prompt_tokens) AS prompt_tokens, "
-            "SUM(r.completion_tokens) AS completion_tokens, SUM(r.cost_usd) AS cost_usd "
-            f"FROM requests r {grouping.join} {where}" + grouping.group_by(LATENCY_BUCKET_SQL),
-            ["ok", *params],
-        )
+    requests = await store.fetch(
+        f"SELECT {grouping.select()}{LATENCY_BUCKET_SQL} AS bucket, COUNT(*) AS requests, "
+        "SUM(CASE WHEN r.outcome <> ? THEN 1 ELSE 0 END) AS errors, SUM(r.latency_ms) AS latency, "
+        "SUM(r.prompt_tokens) AS prompt_tokens, SUM(r.completion_tokens) AS completion_tokens, "
+        f"SUM(r.cost_usd) AS cost_usd FROM requests r {grouping.join} {where}"
+        + grouping.group_by(LATENCY_BUCKET_SQL),
+        ["ok", *params],
+    )
     feedback = await store.fetch(
         f"SELECT {grouping.select()}COUNT(*) AS rated, SUM(f.rating) AS positive "
         f"FROM feedback f JOIN requests r ON r.id = f.request_id {grouping.join} {where}"

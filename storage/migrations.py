@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -113,7 +112,6 @@ def _bucket_case(low: int, high: int) -> str:
 LATENCY_BUCKET_SQL = (
     f"CASE WHEN latency_ms IS NULL THEN -1 ELSE {_bucket_case(0, len(LATENCY_BOUNDS) - 1)} END"
 )
-_BOUND_VALUES = [float(b) for b in LATENCY_BOUNDS]
 
 
 def m002_query_datasets(d: Dialect) -> list[str]:
@@ -151,66 +149,9 @@ def m002_query_datasets(d: Dialect) -> list[str]:
     return statements
 
 
-def latency_bucket(latency_ms: float | None) -> int:
-    """LATENCY_BUCKET_SQL's value for one latency, computed in Python."""
-    if latency_ms is None:
-        return -1
-    return min(bisect.bisect_right(_BOUND_VALUES, latency_ms), len(LATENCY_BOUNDS) - 1)
-
-
-# stats_daily computed from the requests table: migration 003's backfill, and the way to rebuild
-# it after writing rows around write_batch (bench/gen_store.py).
-ROLLUP_BACKFILL = f"""INSERT INTO stats_daily
-    SELECT substr(created_at, 1, 10), COALESCE(model, ''),
-        CASE WHEN model IS NULL THEN 1 ELSE 0 END, {LATENCY_BUCKET_SQL}, COUNT(*),
-        SUM(CASE WHEN outcome <> 'ok' THEN 1 ELSE 0 END), COALESCE(SUM(latency_ms), 0),
-        COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
-        COALESCE(SUM(cost_usd), 0)
-    FROM requests
-    GROUP BY substr(created_at, 1, 10), model, {LATENCY_BUCKET_SQL}"""
-
-
-def m003_stats_rollup(d: Dialect) -> list[str]:
-    """Whole-store stats from a rollup kept by write_batch, instead of a wide index scan.
-
-    stats_daily holds one row per day, model and latency bucket. `model` is '' with `no_model` = 1 for rows
-    without a model, so the key has no NULLs and '' stays a model of its own.
-    """
-    statements = [
-        f"""CREATE TABLE stats_daily (
-            day TEXT NOT NULL,
-            model TEXT NOT NULL,
-            no_model INTEGER NOT NULL,
-            bucket INTEGER NOT NULL,
-            requests {d.bigint} NOT NULL,
-            errors {d.bigint} NOT NULL,
-            latency_sum {d.real} NOT NULL,
-            prompt_tokens {d.bigint} NOT NULL,
-            completion_tokens {d.bigint} NOT NULL,
-            cost_usd {d.real} NOT NULL,
-            PRIMARY KEY (day, model, no_model, bucket)
-        )""",
-        ROLLUP_BACKFILL,
-    ]
-    # Feedback and scores keep their request's day and model, NULL until the row is written.
-    for table in ("feedback", "scores"):
-        statements += [
-            f"ALTER TABLE {table} ADD COLUMN day TEXT",
-            f"ALTER TABLE {table} ADD COLUMN model TEXT",
-            f"""UPDATE {table} SET
-                day = (SELECT substr(r.created_at, 1, 10) FROM requests r
-                    WHERE r.id = {table}.request_id),
-                model = (SELECT r.model FROM requests r WHERE r.id = {table}.request_id)""",
-        ]
-    if d.name == "sqlite":
-        statements.append("DROP INDEX requests_daily")
-    return statements
-
-
 MIGRATIONS: tuple[tuple[str, Callable[[Dialect], list[str]]], ...] = (
     ("001_initial", m001_initial),
     ("002_query_datasets", m002_query_datasets),
-    ("003_stats_rollup", m003_stats_rollup),
 )
 
 MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS relaylog_migrations (

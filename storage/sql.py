@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from storage.migrations import MIGRATIONS, MIGRATIONS_TABLE, Dialect, latency_bucket
+from storage.migrations import MIGRATIONS, MIGRATIONS_TABLE, Dialect
 from storage.models import ROW_COLUMNS, Row, utc_iso
 
 UPSERT_ROW = (
@@ -21,108 +21,6 @@ UPSERT_ROW = (
     "ON CONFLICT(id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in ROW_COLUMNS if c != "id")
 )
-
-# stats_daily's key and measures; a delta is added to the stored measures.
-ROLLUP_KEY = ("day", "model", "no_model", "bucket")
-ROLLUP_MEASURES = (
-    "requests",
-    "errors",
-    "latency_sum",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-)
-UPSERT_ROLLUP = (
-    f"INSERT INTO stats_daily ({', '.join(ROLLUP_KEY + ROLLUP_MEASURES)}) "
-    f"VALUES ({', '.join('?' for _ in ROLLUP_KEY + ROLLUP_MEASURES)}) "
-    f"ON CONFLICT({', '.join(ROLLUP_KEY)}) DO UPDATE SET "
-    + ", ".join(f"{c} = stats_daily.{c} + excluded.{c}" for c in ROLLUP_MEASURES)
-)
-# The requests columns a row's part of stats_daily is computed from, in _contribute's order.
-ROLLUP_COLUMNS = (
-    "created_at",
-    "model",
-    "latency_ms",
-    "outcome",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-)
-# Feedback and scores carry their request's day and model (NULL until the row is written),
-# so whole-store stats group them without a join.
-REQUEST_DAY = "(SELECT substr(created_at, 1, 10) FROM requests WHERE id = ?)"
-REQUEST_MODEL = "(SELECT model FROM requests WHERE id = ?)"
-# At most this many ids in one `IN (...)` list.
-ID_CHUNK = 500
-
-RollupKey = tuple[str, str, int, int]
-
-
-def _contribute(
-    deltas: dict[RollupKey, list[Any]],
-    sign: int,
-    created_at: str,
-    model: str | None,
-    latency_ms: float | None,
-    outcome: str,
-    prompt_tokens: int | None,
-    completion_tokens: int | None,
-    cost_usd: float | None,
-) -> None:
-    """Add (sign 1) or take away (sign -1) one request's part of stats_daily."""
-    bucket = latency_bucket(latency_ms)
-    key = (created_at[:10], model or "", int(model is None), bucket)
-    delta = deltas.setdefault(key, [0, 0, 0.0, 0, 0, 0.0])
-    delta[0] += sign
-    delta[1] += sign * (outcome != "ok")
-    if latency_ms is not None:
-        delta[2] += sign * latency_ms
-    delta[3] += sign * (prompt_tokens or 0)
-    delta[4] += sign * (completion_tokens or 0)
-    delta[5] += sign * (cost_usd or 0.0)
-
-
-async def update_rollup(tx: Tx, rows: Sequence[Row]) -> None:
-    """Move stats_daily from the stored rows with these ids to `rows` (the last per id wins)."""
-    latest = {row.id: row for row in rows}
-    ids = list(latest)
-    deltas: dict[RollupKey, list[Any]] = {}
-    for start in range(0, len(ids), ID_CHUNK):
-        chunk = ids[start : start + ID_CHUNK]
-        replaced = await tx.fetchall(
-            f"SELECT {', '.join(ROLLUP_COLUMNS)} FROM requests "
-            f"WHERE id IN ({', '.join('?' for _ in chunk)})",
-            chunk,
-        )
-        for old in replaced:
-            _contribute(deltas, -1, *(old[c] for c in ROLLUP_COLUMNS))
-    for row in latest.values():
-        _contribute(
-            deltas,
-            1,
-            row.created_at,
-            row.model,
-            row.latency_ms,
-            row.outcome,
-            row.prompt_tokens,
-            row.completion_tokens,
-            row.cost_usd,
-        )
-    located = [(row.created_at[:10], row.model, row.id) for row in latest.values()]
-    for table in ("feedback", "scores"):
-        await tx.executemany(
-            f"UPDATE {table} SET day = ?, model = ? WHERE request_id = ?", located
-        )
-    changed = [(*key, *delta) for key, delta in deltas.items() if any(delta)]
-    if changed:
-        await tx.executemany(UPSERT_ROLLUP, changed)
-    emptied = [key for key, delta in deltas.items() if delta[0] < 0]
-    if emptied:
-        await tx.executemany(
-            "DELETE FROM stats_daily WHERE day = ? AND model = ? AND no_model = ? "
-            "AND bucket = ? AND requests = 0",
-            emptied,
-        )
 
 
 def row_values(row: Row) -> tuple[Any, ...]:
@@ -225,7 +123,6 @@ class SqlStore:
         if not rows:
             return
         async with self.transaction() as tx:
-            await update_rollup(tx, rows)
             await tx.executemany(UPSERT_ROW, [row_values(r) for r in rows])
             await tx.executemany(
                 "DELETE FROM request_properties WHERE request_id = ?", [(r.id,) for r in rows]
@@ -271,12 +168,11 @@ class SqlStore:
     ) -> dict[str, Any]:
         now = utc_iso(time.time())
         return await self._upsert_returning(
-            "INSERT INTO feedback (request_id, rating, comment, created_at, updated_at, day, model) "
-            f"VALUES (?, ?, ?, ?, ?, {REQUEST_DAY}, {REQUEST_MODEL}) "
-            "ON CONFLICT(request_id) DO UPDATE SET rating = excluded.rating, "
-            "comment = excluded.comment, updated_at = excluded.updated_at, day = excluded.day, "
-            "model = excluded.model RETURNING request_id, rating, comment, created_at, updated_at",
-            (request_id, int(rating), comment, now, now, request_id, request_id),
+            "INSERT INTO feedback (request_id, rating, comment, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(request_id) DO UPDATE SET "
+            "rating = excluded.rating, comment = excluded.comment, "
+            "updated_at = excluded.updated_at RETURNING *",
+            (request_id, int(rating), comment, now, now),
         )
 
     async def upsert_session_feedback(self, session_id: str, rating: bool) -> dict[str, Any]:
@@ -292,13 +188,9 @@ class SqlStore:
         now = utc_iso(time.time())
         async with self.transaction() as tx:
             await tx.executemany(
-                "INSERT INTO scores (request_id, name, value, created_at, updated_at, day, model) "
-                f"VALUES (?, ?, ?, ?, ?, {REQUEST_DAY}, {REQUEST_MODEL}) "
-                "ON CONFLICT(request_id, name) DO UPDATE SET value = excluded.value, "
-                "updated_at = excluded.updated_at, day = excluded.day, model = excluded.model",
-                [
-                    (request_id, name, float(v), now, now, request_id, request_id)
-                    for name, v in scores.items()
-                ],
+                "INSERT INTO scores (request_id, name, value, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(request_id, name) DO UPDATE SET "
+                "value = excluded.value, updated_at = excluded.updated_at",
+                [(request_id, name, float(v), now, now) for name, v in scores.items()],
             )
         return dict(scores)
