@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter, deque
@@ -11,6 +12,7 @@ from itertools import islice
 
 from proxy.exchange import Exchange, fallback_row
 from storage import Row, Store
+from storage.base import RowRejected
 
 log = logging.getLogger("relaylog.recorder")
 
@@ -145,6 +147,42 @@ class Recorder:
             rows.append(self._convert(exchange))
         return rows
 
+    async def _write_one_by_one(self, rows: list[Row]) -> bool:
+        """Write each row alone; one the store refuses is kept without its bodies, or dropped.
+
+        False when a write failed for another reason (the batch is then retried whole).
+        """
+        for row in {row.id: row for row in rows}.values():
+            try:
+                await self.store.write_batch([row])
+                continue
+            except RowRejected as exc:
+                reason = str(exc)
+            except Exception:
+                return False
+            bare = dataclasses.replace(
+                row,
+                request_body=None,
+                response_body=None,
+                request_headers=None,
+                properties={},
+                prompt_tokens=None,
+                completion_tokens=None,
+                total_tokens=None,
+                cached_tokens=None,
+                cost_usd=None,
+                error=f"stored without bodies, headers, properties and usage: {reason}"[:1000],
+            )
+            try:
+                await self.store.write_batch([bare])
+                log.error("exchange %s stored without its bodies: %s", row.id, reason)
+            except RowRejected:
+                self.dropped += 1
+                log.error("exchange %s was refused by the store and dropped: %s", row.id, reason)
+            except Exception:
+                return False
+        return True
+
     async def run(self) -> None:
         backoff = RETRY_START_S
         deadline: float | None = None
@@ -170,17 +208,22 @@ class Recorder:
                 log.warning(
                     "log write of %d rows failed (%s); retrying in %.2fs", len(rows), exc, backoff
                 )
-                if deadline is not None and time.monotonic() >= deadline:
-                    self.lost_on_shutdown = len(self._queue)
-                    log.error(
-                        "shutdown: store failing for %.0fs; %d queued exchanges not written",
-                        self.drain_timeout_s,
-                        self.lost_on_shutdown,
-                    )
-                    return
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.retry_max_s)
-                continue
+                if isinstance(exc, RowRejected):
+                    # A row the store refuses must not hold up the queue: write them one by one.
+                    if not await self._write_one_by_one(rows):
+                        continue
+                else:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self.lost_on_shutdown = len(self._queue)
+                        log.error(
+                            "shutdown: store failing for %.0fs; %d queued exchanges not written",
+                            self.drain_timeout_s,
+                            self.lost_on_shutdown,
+                        )
+                        return
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.retry_max_s)
+                    continue
             backoff = RETRY_START_S
             for _ in rows:
                 done = self._queue.popleft()

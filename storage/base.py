@@ -13,6 +13,10 @@ class StoreError(Exception):
     """The store could not complete an operation (busy, unreachable, full)."""
 
 
+class RowRejected(StoreError):
+    """The store refused the data itself (constraint, type, encoding); retrying cannot help."""
+
+
 class Store(Protocol):
     """What the recorder, the management API and the CLI need from a log store."""
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from storage.base import StoreError, redact
+from storage.base import RowRejected, StoreError, redact
 from storage.migrations import POSTGRES
 from storage.sql import SqlStore, Tx
 
@@ -110,6 +110,14 @@ class PostgresStore(SqlStore):
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 yield _PostgresTx(conn)
+        except (
+            asyncpg.DataError,
+            asyncpg.IntegrityConstraintViolationError,
+            ValueError,
+            TypeError,
+            OverflowError,
+        ) as exc:
+            raise RowRejected(f"write refused: {exc}") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"write failed: {exc}") from exc
 

@@ -11,11 +11,21 @@ from typing import Any
 
 import aiosqlite
 
-from storage.base import StoreError
+from storage.base import RowRejected, StoreError
 from storage.migrations import SQLITE
 from storage.sql import SqlStore, Tx
 
 BUSY_TIMEOUT_MS = 5000
+# Errors about the data written rather than the database's state (a busy or locked file).
+REFUSED = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    ValueError,
+    TypeError,
+    OverflowError,
+)
 
 
 class _SqliteTx:
@@ -101,6 +111,8 @@ class SQLiteStore(SqlStore):
                     if conn.in_transaction:
                         await conn.execute("ROLLBACK")
                     raise
+        except REFUSED as exc:
+            raise RowRejected(f"write refused: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"write failed: {exc}") from exc
 

@@ -147,3 +147,32 @@ async def test_sessions_are_pending_until_their_last_row_is_written(tmp_path: Pa
     assert not recorder.is_session_pending("s1")
     assert await count(store) == 2
     await store.close()
+
+
+async def test_a_row_the_store_refuses_does_not_hold_up_the_queue(store_url: str) -> None:
+    """10**30 tokens overflow the column: that row is kept bare and the others land."""
+    store = open_store(store_url)
+    await store.open()
+
+    def overflowing(ex: Exchange) -> Row:
+        row = to_row(ex)
+        if ex.id == "r3":
+            row.prompt_tokens = 10**30
+            row.response_body = '{"usage": "absurd"}'
+        return row
+
+    recorder = Recorder(
+        store, overflowing, queue_size=100, batch_size=10, retry_max_s=0.05, drain_timeout_s=2
+    )
+    recorder.start()
+    for n in range(6):
+        recorder.begin(exchange(n))
+        recorder.submit(exchange(n))
+    await recorder.stop()
+    assert await count(store) == 6
+    bare = await store.get_request("r3")
+    assert bare is not None
+    assert bare["prompt_tokens"] is None and bare["response_body"] is None
+    assert "stored without bodies" in bare["error"]
+    assert recorder.dropped == 0
+    await store.close()
