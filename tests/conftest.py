@@ -19,6 +19,7 @@ from proxy.config import Settings, load_settings
 from proxy.sandbox import create_sandbox_app
 from proxy.state import RECORDER, STORE
 from storage import Store
+from tests.logbook import fill
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -166,6 +167,16 @@ async def make_proxy(aiohttp_client: Any, make_settings: Callable[..., Settings]
 @pytest.fixture
 async def proxy(make_proxy: ProxyFactory) -> TestClient[web.Request, web.Application]:
     return await make_proxy()
+
+
+@pytest.fixture
+async def logged(
+    make_proxy: ProxyFactory, store_url: str
+) -> TestClient[web.Request, web.Application]:
+    """relaylog over the hand-built log of tests/logbook.py, in SQLite and in PostgreSQL."""
+    client = await make_proxy(store={"db": store_url})
+    await fill(client.app[STORE])
+    return client
 
 
 async def settle(app: web.Application, timeout: float = 5.0) -> None:

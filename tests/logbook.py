@@ -3,11 +3,13 @@ known properties, feedback, session feedback and scores, written through the sto
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from storage import Row, Store
+from storage import Row, Store, open_store
 
 
 def _chat(text: str) -> str:
@@ -138,3 +140,16 @@ def ids_of(payload: dict[str, Any]) -> list[str]:
     """The request ids in a /v1/request/query answer, in order."""
     assert payload["error"] is None, payload
     return [row["request_id"] for row in payload["data"]]
+
+
+def filled_sqlite(path: Path) -> str:
+    """A SQLite file holding the hand-built log, for the command-line tests; returns its path."""
+
+    async def build() -> None:
+        store = open_store(str(path))
+        await store.open()
+        await fill(store)
+        await store.close()
+
+    asyncio.run(build())
+    return str(path)

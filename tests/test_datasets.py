@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +11,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from proxy.cli import main
-from proxy.state import STORE
-from storage import open_store
-from tests.conftest import ProxyFactory
-from tests.logbook import IDS, fill, ids_of
+from tests.logbook import IDS, filled_sqlite, ids_of
 
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def logged(make_proxy: ProxyFactory, store_url: str) -> Client:
-    client = await make_proxy(store={"db": store_url})
-    await fill(client.app[STORE])
-    return client
 
 
 async def call(client: Client, path: str, body: Any, status: int = 200) -> Any:
@@ -119,15 +108,7 @@ async def test_names_are_unique(logged: Client) -> None:
 
 
 def test_dataset_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = str(tmp_path / "cli.db")
-
-    async def build() -> None:
-        store = open_store(db)
-        await store.open()
-        await fill(store)
-        await store.close()
-
-    asyncio.run(build())
+    db = filled_sqlite(tmp_path / "cli.db")
     assert main(["dataset", "create", "good", "--db", db, "--feedback", "up", "--id", "r2"]) == 0
     assert "dataset good: 3 rows (+3 -0)" in capsys.readouterr().out
     assert main(["dataset", "remove", "good", "r2", "--db", db]) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from pathlib import Path
@@ -19,11 +18,10 @@ from proxy.cli import main
 from proxy.export import CSV_COLUMNS
 from proxy.reports import Progress
 from proxy.state import STORE
-from storage import open_store
 from storage.base import StoreError
 from storage.models import ROW_COLUMNS
 from tests.conftest import ProxyFactory, settle
-from tests.logbook import IDS, fill
+from tests.logbook import IDS, fill, filled_sqlite
 
 Client = TestClient[web.Request, web.Application]
 
@@ -263,15 +261,7 @@ def test_progress_bar_draws_on_a_terminal_stream() -> None:
 
 
 def test_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = str(tmp_path / "cli.db")
-
-    async def build() -> None:
-        store = open_store(db)
-        await store.open()
-        await fill(store)
-        await store.close()
-
-    asyncio.run(build())
+    db = filled_sqlite(tmp_path / "cli.db")
     out = tmp_path / "up.jsonl"
     assert main(["export", "--db", db, "--feedback", "up", "-o", str(out)]) == 0
     assert [orjson.loads(x)["id"] for x in out.read_bytes().splitlines()] == ["r1", "r5"]

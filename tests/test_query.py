@@ -17,19 +17,10 @@ from proxy.cli import main
 from proxy.filters import KEYED, MAX_CONDITIONS, MAX_DEPTH, TABLES, compile_filter
 from proxy.filters import OPERATORS as OPERATORS_OF
 from proxy.query import CURSOR_HEADER
-from proxy.state import STORE
 from tests.conftest import ProxyFactory
-from tests.logbook import IDS, fill, ids_of
+from tests.logbook import IDS, filled_sqlite, ids_of
 
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def logged(make_proxy: ProxyFactory, store_url: str) -> Client:
-    """relaylog over the hand-built log, in SQLite and (when reachable) PostgreSQL."""
-    client = await make_proxy(store={"db": store_url})
-    await fill(client.app[STORE])
-    return client
 
 
 async def query(client: Client, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -485,19 +476,7 @@ async def test_random_trees_never_give_500(logged: Client, tree: Any, path: str)
 def test_requests_command_takes_the_filter_flags(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import asyncio
-
-    from storage import open_store
-
-    db = str(tmp_path / "cli.db")
-
-    async def build() -> None:
-        store = open_store(db)
-        await store.open()
-        await fill(store)
-        await store.close()
-
-    asyncio.run(build())
+    db = filled_sqlite(tmp_path / "cli.db")
     assert main(["requests", "--db", db, "--json", "--feedback", "up"]) == 0
     rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["id"] for r in rows] == ["r5", "r1"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 from pathlib import Path
@@ -15,18 +14,11 @@ from aiohttp.test_utils import TestClient
 
 from proxy.cli import main
 from proxy.state import STORE
-from storage import Row, open_store
+from storage import Row
 from tests.conftest import ProxyFactory
-from tests.logbook import fill
+from tests.logbook import filled_sqlite
 
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def logged(make_proxy: ProxyFactory, store_url: str) -> Client:
-    client = await make_proxy(store={"db": store_url})
-    await fill(client.app[STORE])
-    return client
 
 
 async def stats(client: Client, body: dict[str, Any]) -> dict[str, Any]:
@@ -181,15 +173,7 @@ async def test_percentiles_are_estimated_within_a_bucket(make_proxy: ProxyFactor
 
 
 def test_stats_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = str(tmp_path / "cli.db")
-
-    async def build() -> None:
-        store = open_store(db)
-        await store.open()
-        await fill(store)
-        await store.close()
-
-    asyncio.run(build())
+    db = filled_sqlite(tmp_path / "cli.db")
     assert main(["stats", "--db", db, "--json"]) == 0
     totals = orjson.loads(capsys.readouterr().out)
     assert totals["requests"] == 6 and totals["feedback"]["count"] == 3
