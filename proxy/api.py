@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from proxy.auth import KeyRing, proxy_keyring
+from proxy.bodies import read_bounded
 from proxy.errors import ApiError, method_not_allowed
 from proxy.state import SETTINGS
 from storage.base import StoreError
@@ -22,7 +23,8 @@ KEYS = web.AppKey("management_keys", KeyRing)
 
 async def read_body(request: web.Request, model: type[BodyT]) -> BodyT:
     """The JSON body validated by `model` (an empty body is `{}`); 400 names the first problem."""
-    raw = await request.read()
+    server = request.app[SETTINGS].server
+    raw = await read_bounded(request, server.max_body_bytes, server.body_timeout_s)
     try:
         data = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError as exc:

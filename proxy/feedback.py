@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from proxy.auth import KeyRing, feedback_keyring, proxy_keyring
+from proxy.bodies import read_bounded
 from proxy.errors import ApiError, envelope, method_not_allowed
 from proxy.headers import is_valid_request_id
 from proxy.metrics import counted
@@ -164,14 +165,7 @@ def _parse(model: type[BodyT], data: object) -> BodyT:
 
 
 async def _read_json(request: web.Request) -> object:
-    too_large = ApiError(413, f"body is larger than {MAX_BODY_BYTES} bytes", code="body_too_large")
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise too_large
-    data = bytearray()
-    async for chunk in request.content.iter_any():
-        data += chunk
-        if len(data) > MAX_BODY_BYTES:
-            raise too_large
+    data = await read_bounded(request, MAX_BODY_BYTES, request.app[SETTINGS].server.body_timeout_s)
     if not data.strip():
         raise ApiError(400, "body is empty; send a JSON object", code="invalid_body")
     try:

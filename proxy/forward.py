@@ -13,6 +13,7 @@ from aiohttp import web
 from yarl import URL
 
 from proxy.auth import KeyRing
+from proxy.bodies import read_bounded
 from proxy.errors import ApiError
 from proxy.exchange import Exchange
 from proxy.headers import (
@@ -97,30 +98,7 @@ def resolve_target(value: str, allowed: frozenset[str]) -> str:
 async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes | None:
     if not request.body_exists:
         return None
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, f"request body is larger than {limit} bytes", code="body_too_large")
-    if request.content.is_eof():
-        # The whole body has arrived already: the common case needs no timer and no await.
-        body = request.content.read_nowait()
-        if len(body) > limit:
-            raise ApiError(413, f"request body is larger than {limit} bytes", code="body_too_large")
-        return body
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await _collect(request, limit)
-    except TimeoutError as exc:
-        raise ApiError(
-            408, f"request body not received within {timeout_s:g} s", code="body_timeout"
-        ) from exc
-
-
-async def _collect(request: web.Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, f"request body is larger than {limit} bytes", code="body_too_large")
-    return bytes(body)
+    return await read_bounded(request, limit, timeout_s)
 
 
 def _with_stream_usage(body: bytes | None) -> bytes | None:

@@ -241,6 +241,24 @@ async def test_slow_upload_is_cut_off_and_other_clients_are_unaffected(
     assert len(upstream.received) == 20
 
 
+@pytest.mark.parametrize(
+    "path", ["/v1/request/some-id/feedback", "/v1/request/query", "/v1/helicone-dataset"]
+)
+async def test_slow_upload_to_the_management_api_is_cut_off(
+    make_proxy: ProxyFactory, path: str
+) -> None:
+    proxy = await make_proxy(server={"body_timeout_s": 0.3})
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: relaylog\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\n\r\n{".encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408 ")
+
+
 async def test_oversized_body_is_refused_before_it_is_sent(
     make_proxy: ProxyFactory, upstream: Upstream
 ) -> None:
