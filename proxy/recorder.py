@@ -152,7 +152,7 @@ class Recorder:
 
         False when a write failed for another reason (the batch is then retried whole).
         """
-        for row in {row.id: row for row in rows}.values():
+        for row in rows:
             try:
                 await self.store.write_batch([row])
                 continue
@@ -187,6 +187,7 @@ class Recorder:
         backoff = RETRY_START_S
         deadline: float | None = None
         rows: list[Row] = []
+        taken = 0  # exchanges at the head of the queue that `rows` stands for
         while True:
             if not self._queue:
                 if self._stopping:
@@ -199,20 +200,20 @@ class Recorder:
             if not rows:
                 if len(self._queue) < self.batch_size and not self._stopping:
                     await asyncio.sleep(LINGER_S)
-                rows = await self._convert_batch(list(islice(self._queue, self.batch_size)))
-            try:
+                batch = list(islice(self._queue, self.batch_size))
+                taken = len(batch)
                 # A reused id replaces the exchange; within one batch only its last row counts.
-                await self.store.write_batch(list({row.id: row for row in rows}.values()))
+                converted = await self._convert_batch(batch)
+                rows = list({row.id: row for row in converted}.values())
+            try:
+                await self.store.write_batch(rows)
             except Exception as exc:
                 self.failed_commits += 1
                 log.warning(
                     "log write of %d rows failed (%s); retrying in %.2fs", len(rows), exc, backoff
                 )
-                if isinstance(exc, RowRejected):
-                    # A row the store refuses must not hold up the queue: write them one by one.
-                    if not await self._write_one_by_one(rows):
-                        continue
-                else:
+                # A row the store refuses must not hold up the queue: write them one by one.
+                if not (isinstance(exc, RowRejected) and await self._write_one_by_one(rows)):
                     if deadline is not None and time.monotonic() >= deadline:
                         self.lost_on_shutdown = len(self._queue)
                         log.error(
@@ -225,11 +226,11 @@ class Recorder:
                     backoff = min(backoff * 2, self.retry_max_s)
                     continue
             backoff = RETRY_START_S
-            for _ in rows:
+            for _ in range(taken):
                 done = self._queue.popleft()
                 self._queued[done.id] -= 1
                 if self._queued[done.id] <= 0:
                     del self._queued[done.id]
                 self._forget_session(done)
-            self.written += len(rows)
+            self.written += taken
             rows = []
