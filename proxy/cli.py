@@ -233,13 +233,15 @@ async def serve(settings: Settings, worker: int = 0) -> None:
             await sandbox_runner.cleanup()
 
 
-async def _open_once(settings: Settings) -> None:
+async def migrate(settings: Settings) -> tuple[str, list[str]]:
+    """Open the store once to bring its schema up to date; its description and what was applied."""
     store = open_store(settings.store.db)
     try:
-        await store.open()
+        applied = await store.open()
     except StoreError as exc:
         raise CliError(str(exc)) from exc
     await store.close()
+    return store.description, applied
 
 
 def serve_workers(settings: Settings) -> int:
@@ -252,7 +254,7 @@ def serve_workers(settings: Settings) -> int:
     _check_listen(settings)
     if settings.server.port == 0:
         raise CliError("--workers needs a fixed --port: every worker binds the same one")
-    _run(_open_once(settings))
+    _run(migrate(settings))
     sys.stdout.flush()
     children: list[int] = []
     for index in range(settings.server.workers):
@@ -310,17 +312,6 @@ async def with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]
         return await work(store)
     finally:
         await store.close()
-
-
-async def migrate(settings: Settings) -> None:
-    store = open_store(settings.store.db)
-    try:
-        applied = await store.open()
-    except StoreError as exc:
-        raise CliError(str(exc)) from exc
-    await store.close()
-    names = ", ".join(applied) if applied else "none pending"
-    print(f"{store.description}: schema up to date (applied: {names})")
 
 
 def _cell(value: Any) -> str:
@@ -407,7 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "feedback":
             return int(_run(with_store(settings, lambda s: give_feedback(s, args))))
         if args.command == "migrate":
-            _run(migrate(settings))
+            description, applied = _run(migrate(settings))
+            names = ", ".join(applied) if applied else "none pending"
+            print(f"{description}: schema up to date (applied: {names})")
             return 0
         reports = {"stats": show_stats, "export": export_rows, "dataset": dataset_command}
         if args.command in reports:
