@@ -129,6 +129,14 @@ async def app_upstream() -> AsyncIterator[AppUpstream]:
 
 
 @pytest.fixture
+def bare_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in an empty directory with no RELAYLOG_* variables, as a fresh shell would."""
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("RELAYLOG_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
 def make_settings(tmp_path: Path, upstream: Upstream) -> Callable[..., Settings]:
     """Settings for a test: a fresh SQLite file and the sandbox upstream, plus overrides.
 

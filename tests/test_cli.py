@@ -162,12 +162,10 @@ def test_migrate_reports_applied_then_nothing(
     assert "none pending" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("bare_env")
 def test_non_loopback_bind_without_keys_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in [k for k in os.environ if k.startswith("RELAYLOG_")]:
-        monkeypatch.delenv(name)
     assert main(["serve", "--host", "0.0.0.0", "--db", str(tmp_path / "x.db")]) == 2
     assert "refusing to listen on 0.0.0.0" in capsys.readouterr().err
 

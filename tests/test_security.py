@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -151,12 +150,10 @@ def test_loopback_detection(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
+@pytest.mark.usefixtures("bare_env")
 def test_non_loopback_bind_needs_proxy_keys_not_feedback_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in [k for k in os.environ if k.startswith("RELAYLOG_")]:
-        monkeypatch.delenv(name)
     monkeypatch.setenv("RELAYLOG_AUTH_FEEDBACK_KEYS", "fk")
     assert main(["serve", "--host", "0.0.0.0", "--db", str(tmp_path / "x.db")]) == 2
     assert "feedback_keys" in capsys.readouterr().err
