@@ -26,8 +26,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.pricing import PriceTable
-from proxy.sse import Summary
+from proxy.gateway.pricing import PriceTable
+from proxy.gateway.sse import Summary
 from storage.models import ROW_COLUMNS, utc_iso
 from storage.sqlite import SQLiteStore
 

@@ -26,11 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.export import ExportCounts, export_chunks
-from proxy.filters import compile_filter
-from proxy.query import QueryBody, query_page
-from proxy.stats import request_stats
+from proxy.api.requests import QueryBody, query_page
 from storage import Store
+from storage.query.export import ExportCounts, export_chunks
+from storage.query.filters import compile_filter
+from storage.query.stats import request_stats
 from storage.sqlite import SQLiteStore
 
 RATED_UP = {"feedback": {"rating": {"equals": True}}}

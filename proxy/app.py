@@ -8,17 +8,17 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from proxy.api.feedback import add_feedback_routes
+from proxy.api.openapi import openapi
+from proxy.api.requests import add_query_routes
 from proxy.auth import proxy_keyring
 from proxy.config import Settings
 from proxy.errors import FORWARD_ROUTE, ApiError, envelope, error_middleware
-from proxy.exchange import to_row
-from proxy.feedback import add_feedback_routes
-from proxy.forward import FORWARDER, Forwarder, forward
+from proxy.gateway.exchange import to_row
+from proxy.gateway.forward import FORWARDER, Forwarder, forward
+from proxy.gateway.pricing import PriceTable
+from proxy.gateway.recorder import Recorder
 from proxy.metrics import METRICS, Metrics, metrics
-from proxy.openapi import openapi
-from proxy.pricing import PriceTable
-from proxy.query import add_query_routes
-from proxy.recorder import Recorder
 from proxy.state import RECORDER, SETTINGS, STORE
 from storage import open_store
 from storage.base import StoreError

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from proxy.pricing import parse_override, read_prices
+from proxy.gateway.pricing import parse_override, read_prices
 
 ENV_PREFIX = "RELAYLOG_"
 SANDBOX = "sandbox"

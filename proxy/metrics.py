@@ -12,8 +12,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from proxy.errors import ApiError
-from proxy.exchange import Exchange
-from proxy.recorder import Recorder
+from proxy.gateway.exchange import Exchange
+from proxy.gateway.recorder import Recorder
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 NO_STATUS = "none"

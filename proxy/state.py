@@ -3,7 +3,7 @@
 from aiohttp import web
 
 from proxy.config import Settings
-from proxy.recorder import Recorder
+from proxy.gateway.recorder import Recorder
 from storage import Store
 
 SETTINGS = web.AppKey("settings", Settings)

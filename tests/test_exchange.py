@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from proxy.exchange import Exchange, to_row
+from proxy.gateway.exchange import Exchange, to_row
 
 
 def test_undecodable_header_bytes_are_stored_replaced() -> None:

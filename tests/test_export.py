@@ -13,13 +13,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from proxy import export
 from proxy.cli import main
-from proxy.export import CSV_COLUMNS
-from proxy.reports import Progress
+from proxy.cli.reports import Progress
 from proxy.state import STORE
 from storage.base import StoreError
 from storage.models import ROW_COLUMNS
+from storage.query import export
+from storage.query.export import CSV_COLUMNS
 from tests.conftest import ProxyFactory, settle
 from tests.logbook import IDS, fill, filled_sqlite
 

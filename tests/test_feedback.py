@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from proxy.api.feedback import MAX_BATCH_ITEMS, MAX_BODY_BYTES
 from proxy.cli import main
-from proxy.feedback import MAX_BATCH_ITEMS, MAX_BODY_BYTES
 from storage import Row
 from storage.models import utc_iso
 from storage.sqlite import SQLiteStore

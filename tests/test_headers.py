@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from proxy.headers import (
+from proxy.gateway.headers import (
     HeaderError,
     client_response_headers,
     is_valid_request_id,

@@ -14,10 +14,10 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, settings
 
+from proxy.api.openapi import document
 from proxy.app import create_app
 from proxy.config import Settings
 from proxy.errors import FORWARD_ROUTE
-from proxy.openapi import document
 from tests.conftest import IN_CI
 from tests.serving import LISTEN, clean_env
 

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from proxy.config import ConfigError, load_settings
-from proxy.pricing import PRICES_FILE, Price, PriceTable, PricingError, parse_override
-from proxy.sse import Summary
+from proxy.gateway.pricing import PRICES_FILE, Price, PriceTable, PricingError, parse_override
+from proxy.gateway.sse import Summary
 from tests.conftest import ProxyFactory, stored
 
 TABLE = PriceTable.load()

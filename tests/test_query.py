@@ -13,10 +13,10 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from proxy.api.requests import CURSOR_HEADER
 from proxy.cli import main
-from proxy.filters import KEYED, MAX_CONDITIONS, MAX_DEPTH, TABLES, compile_filter
-from proxy.filters import OPERATORS as OPERATORS_OF
-from proxy.query import CURSOR_HEADER
+from storage.query.filters import KEYED, MAX_CONDITIONS, MAX_DEPTH, TABLES, compile_filter
+from storage.query.filters import OPERATORS as OPERATORS_OF
 from tests.conftest import ProxyFactory
 from tests.logbook import IDS, filled_sqlite, ids_of
 

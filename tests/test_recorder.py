@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from proxy.exchange import Exchange, to_row
-from proxy.recorder import Recorder
+from proxy.gateway.exchange import Exchange, to_row
+from proxy.gateway.recorder import Recorder
 from storage import Row, open_store
 from storage.base import StoreError
 from storage.sqlite import SQLiteStore

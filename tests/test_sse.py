@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from proxy.sse import UsageChunkFilter, assemble, iter_events, summarize
+from proxy.gateway.sse import UsageChunkFilter, assemble, iter_events, summarize
 
 
 def sse(*payloads: object) -> bytes:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.filters import Condition
 from storage import Store
 from storage.migrations import LATENCY_BOUNDS, LATENCY_BUCKET_SQL
+from storage.query.filters import Condition
 
 DIMENSIONS = {
     "day": "substr(r.created_at, 1, 10)",

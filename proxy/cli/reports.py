@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import orjson
 
-from proxy.datasets import (
+from proxy.api.datasets import (
     change_rows,
     create_dataset,
     delete_dataset,
@@ -20,11 +20,11 @@ from proxy.datasets import (
     unknown_ids,
 )
 from proxy.errors import ApiError
-from proxy.export import FORMATS, ExportCounts, export_chunks
-from proxy.filters import Condition, compile_filter, conjoin
-from proxy.selection import FEEDBACK, Selection, selection_tree
-from proxy.stats import PERCENTILES, check_dimensions, request_stats
 from storage import Store
+from storage.query.export import FORMATS, ExportCounts, export_chunks
+from storage.query.filters import Condition, compile_filter, conjoin
+from storage.query.selection import FEEDBACK, Selection, selection_tree
+from storage.query.stats import PERCENTILES, check_dimensions, request_stats
 
 PROGRESS_EVERY_S = 0.1
 BAR_WIDTH = 24

@@ -21,12 +21,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
 from proxy import __version__
+from proxy.api.feedback import FeedbackBody
 from proxy.app import create_app
-from proxy.config import ConfigError, Settings, load_settings
-from proxy.errors import ApiError
-from proxy.feedback import FeedbackBody
-from proxy.headers import is_valid_request_id
-from proxy.reports import (
+from proxy.cli.reports import (
     add_filter_args,
     add_report_commands,
     condition_from,
@@ -34,6 +31,9 @@ from proxy.reports import (
     export_rows,
     show_stats,
 )
+from proxy.config import ConfigError, Settings, load_settings
+from proxy.errors import ApiError
+from proxy.gateway.headers import is_valid_request_id
 from proxy.sandbox import create_sandbox_app
 from storage import Store, open_store
 from storage.base import StoreError, redact

@@ -26,7 +26,7 @@ from pydantic import (
 from proxy.auth import KeyRing, feedback_keyring, proxy_keyring
 from proxy.bodies import read_bounded
 from proxy.errors import ApiError, envelope, method_not_allowed
-from proxy.headers import is_valid_request_id
+from proxy.gateway.headers import is_valid_request_id
 from proxy.metrics import counted
 from proxy.state import RECORDER, SETTINGS, STORE
 from storage.base import StoreError

@@ -15,8 +15,8 @@ from yarl import URL
 from proxy.auth import KeyRing
 from proxy.bodies import read_bounded
 from proxy.errors import ApiError
-from proxy.exchange import Exchange
-from proxy.headers import (
+from proxy.gateway.exchange import Exchange
+from proxy.gateway.headers import (
     HeaderError,
     HeliconeOptions,
     client_response_headers,
@@ -25,8 +25,8 @@ from proxy.headers import (
     parse_helicone,
     upstream_request_headers,
 )
-from proxy.recorder import Recorder
-from proxy.sse import UsageChunkFilter
+from proxy.gateway.recorder import Recorder
+from proxy.gateway.sse import UsageChunkFilter
 
 # Non-streamed upstream answers up to this size are read whole and sent in one write.
 BUFFER_LIMIT = 1024 * 1024

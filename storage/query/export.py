@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from proxy.filters import Condition
 from storage import Store
 from storage.models import ROW_COLUMNS, json_or_text
+from storage.query.filters import Condition
 
 BATCH_ROWS = 500
 # SQLite's default limit on `?` parameters in one statement is 999 on old builds.

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from proxy import sse
+from proxy.gateway import sse
 from storage.models import Row, utc_iso
 
 TEXT_TYPES = ("json", "text/", "x-www-form-urlencoded", "event-stream", "xml")

@@ -14,17 +14,17 @@ from aiohttp import web
 from multidict import MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from proxy.api import add_routes, read_body
-from proxy.datasets import DATASET_ROUTES
+from proxy.api.datasets import DATASET_ROUTES
+from proxy.api.http import add_routes, read_body
 from proxy.errors import ApiError, envelope
-from proxy.export import FORMATS, ExportCounts, export_chunks, scores_for
-from proxy.filters import compile_filter, conjoin
-from proxy.selection import Selection, selection_tree
 from proxy.state import STORE
-from proxy.stats import check_dimensions, request_stats
 from storage import Store
 from storage.base import StoreError
 from storage.models import json_or_text
+from storage.query.export import FORMATS, ExportCounts, export_chunks, scores_for
+from storage.query.filters import compile_filter, conjoin
+from storage.query.selection import Selection, selection_tree
+from storage.query.stats import check_dimensions, request_stats
 
 log = logging.getLogger("relaylog.query")
 

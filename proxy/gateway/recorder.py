@@ -10,7 +10,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from itertools import islice
 
-from proxy.exchange import Exchange, fallback_row
+from proxy.gateway.exchange import Exchange, fallback_row
 from storage import Row, Store
 from storage.base import RowRejected
 

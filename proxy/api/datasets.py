@@ -15,12 +15,12 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from proxy.api import Handler, read_body
+from proxy.api.http import Handler, read_body
 from proxy.errors import ApiError, envelope
-from proxy.filters import Condition, compile_filter
 from proxy.state import STORE
 from storage import Store
 from storage.models import utc_iso
+from storage.query.filters import Condition, compile_filter
 
 MAX_IDS = 10_000
 # Most rows one filter adds in one call (one write transaction), newest first.

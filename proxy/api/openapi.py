@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from proxy import __version__
-from proxy.headers import REQUEST_ID_RE
+from proxy.gateway.headers import REQUEST_ID_RE
 
 JSON = "application/json"
 Schema = dict[str, Any]

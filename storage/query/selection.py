@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.filters import NULL, FilterError, conjoin, parse_time
 from storage.models import utc_iso
+from storage.query.filters import NULL, FilterError, conjoin, parse_time
 
 FEEDBACK = {
     "up": ("equals", True),

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from proxy.sse import Summary
+from proxy.gateway.sse import Summary
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
 DATED_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")

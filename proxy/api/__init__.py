@@ -1,0 +1,1 @@
+"""The management API: Helicone-compatible feedback, scores, query, export and datasets."""
