@@ -26,10 +26,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.api.requests import QueryBody, query_page
 from storage import Store
 from storage.query.export import ExportCounts, export_chunks
 from storage.query.filters import compile_filter
+from storage.query.pages import PageQuery, query_page
 from storage.query.stats import request_stats
 from storage.sqlite import SQLiteStore
 
@@ -89,12 +89,12 @@ async def bench(db: str, runs: int, export_rows: int) -> None:
     await store.open()
     total = (await store.fetch("SELECT COUNT(*) AS n FROM requests"))[0]["n"]
     month_ago = {"request": {"created_at": {"gte": await days_before_newest(store, 30)}}}
-    page = QueryBody.model_validate({"filter": RATED_UP, "limit": 50})
-    page_with_property = QueryBody.model_validate(
-        {"filter": {"left": RATED_UP, "operator": "and", "right": APP_SUPPORT}, "limit": 50}
+    page = PageQuery(RATED_UP, limit=50)
+    page_with_property = PageQuery(
+        {"left": RATED_UP, "operator": "and", "right": APP_SUPPORT}, limit=50
     )
     first = await query_page(store, page)
-    deep = QueryBody.model_validate({"filter": RATED_UP, "limit": 50, "cursor": first.next_cursor})
+    deep = PageQuery(RATED_UP, limit=50, cursor=first.next_cursor)
     for _ in range(200):
         deep.cursor = (await query_page(store, deep)).next_cursor
     everything = compile_filter("all")

@@ -21,7 +21,7 @@ from proxy.gateway.recorder import Recorder
 from proxy.metrics import METRICS, Metrics, metrics
 from proxy.state import RECORDER, SETTINGS, STORE
 from storage import open_store
-from storage.base import StoreError
+from storage.errors import StoreError
 
 
 async def healthz(request: web.Request) -> web.Response:

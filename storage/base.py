@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from storage.models import Row
 
 
-class StoreError(Exception):
-    """The store could not complete an operation (busy, unreachable, full)."""
-
-
-class RowRejected(StoreError):
-    """The store refused the data itself (constraint, type, encoding); retrying cannot help."""
-
-
 class Store(Protocol):
-    """What the recorder, the management API and the CLI need from a log store."""
+    """Named operations for the recorder, the API and the CLI; they raise storage.errors.
+
+    `fetch`, `fetch_in` and `transact` run SQL and are for storage's own read model
+    (storage/query), never for callers outside storage.
+    """
 
     description: str
 
@@ -37,9 +32,12 @@ class Store(Protocol):
         """Upsert rows in one transaction; a reused id replaces the exchange."""
 
     async def get_request(self, request_id: str) -> dict[str, Any] | None:
-        """The row with its properties, feedback and scores, or None."""
+        """The whole record (storage.query.rows.present), or None."""
 
     async def request_exists(self, request_id: str) -> bool: ...
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """The ids among `ids` that name a logged request."""
 
     async def session_exists(self, session_id: str) -> bool: ...
 
@@ -56,18 +54,15 @@ class Store(Protocol):
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run a parameterised read query written with `?` placeholders."""
 
+    async def fetch_in(
+        self, sql: str, ids: Sequence[Any], before: Sequence[Any] = (), after: Sequence[Any] = ()
+    ) -> list[dict[str, Any]]:
+        """`fetch` with `{ids}` in `sql` bound to every id, a chunk at a time."""
+
     async def transact(
         self, statements: Sequence[tuple[str, Sequence[Any]]]
     ) -> list[list[dict[str, Any]]]:
         """Run parameterised statements in one write transaction; each one's result rows."""
-
-
-def redact(db: str) -> str:
-    """The `--db` value with any password in a URL replaced, safe to print and log."""
-    parts = urlsplit(db)
-    if not parts.scheme or parts.password is None:
-        return db
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 def open_store(db: str) -> Store:

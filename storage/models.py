@@ -1,10 +1,11 @@
-"""The logged row and the small value types the stores exchange."""
+"""The logged row and the small value helpers the stores share (JSON, time, URLs)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -32,6 +33,14 @@ def json_or_text(text: str | None) -> Any:
 def utc_iso(ts: float) -> str:
     """Fixed-width UTC timestamp; sorts lexicographically in time order."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def redact(db: str) -> str:
+    """The `--db` value with any password in a URL replaced, safe to print and log."""
+    parts = urlsplit(db)
+    if not parts.scheme or parts.password is None:
+        return db
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 @dataclass(slots=True)

@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from storage.base import RowRejected, StoreError, redact
+from storage.errors import RowRejected, StoreError
 from storage.migrations import POSTGRES
+from storage.models import redact
 from storage.sql import SqlStore, Tx
 
 try:

@@ -1,6 +1,8 @@
 """What both SQL stores share: the statements, row encoding and every method built on them.
 
 Statements use `?` placeholders; a backend supplies `fetch`, `transaction` and `migration_lock`.
+A list of ids is bound `ID_CHUNK` at a time (`chunked`), the one place that keeps statements
+within SQLite's limit on parameters.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ import orjson
 
 from storage.migrations import MIGRATIONS, MIGRATIONS_TABLE, Dialect
 from storage.models import ROW_COLUMNS, Row, utc_iso
+from storage.query.rows import SELECT_RECORD, present
+
+# SQLite's default limit on `?` parameters in one statement is 999 on old builds.
+ID_CHUNK = 500
+IDS = "{ids}"
+Statement = tuple[str, list[Any]]
 
 UPSERT_ROW = (
     f"INSERT INTO requests ({', '.join(ROW_COLUMNS)}) "
@@ -36,35 +44,19 @@ def row_values(row: Row) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def shape_request(
-    row: Mapping[str, Any],
-    feedback: Mapping[str, Any] | None,
-    scores: Mapping[str, float],
-) -> dict[str, Any]:
-    """A stored row as the API and the CLI present it: JSON columns parsed, booleans typed."""
-    out = dict(row)
-    out["is_stream"] = bool(out["is_stream"])
-    out["properties"] = orjson.loads(out["properties"] or "{}")
-    for column in ("request_body", "response_body", "request_headers"):
-        text = out.get(column)
-        if text is None:
-            continue
-        try:
-            out[column] = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            out[column] = text
-    out["feedback"] = (
-        None
-        if feedback is None
-        else {
-            "rating": bool(feedback["rating"]),
-            "comment": feedback["comment"],
-            "created_at": feedback["created_at"],
-            "updated_at": feedback["updated_at"],
-        }
-    )
-    out["scores"] = dict(scores)
-    return out
+def chunked(
+    sql: str, ids: Sequence[Any], before: Sequence[Any] = (), after: Sequence[Any] = ()
+) -> list[Statement]:
+    """`sql` once per chunk of `ids`, its `{ids}` replaced by that chunk's placeholders.
+
+    Each statement's parameters are `before`, the chunk, then `after`; no ids, no statements.
+    """
+    statements = []
+    for start in range(0, len(ids), ID_CHUNK):
+        chunk = list(ids[start : start + ID_CHUNK])
+        marks = ", ".join("?" for _ in chunk)
+        statements.append((sql.replace(IDS, marks), [*before, *chunk, *after]))
+    return statements
 
 
 class Tx(Protocol):
@@ -94,6 +86,15 @@ class SqlStore:
     ) -> list[list[dict[str, Any]]]:
         async with self.transaction() as tx:
             return [await tx.fetchall(sql, params) for sql, params in statements]
+
+    async def fetch_in(
+        self, sql: str, ids: Sequence[Any], before: Sequence[Any] = (), after: Sequence[Any] = ()
+    ) -> list[dict[str, Any]]:
+        """The rows of `sql` for every id, its `{ids}` bound a chunk at a time (see chunked)."""
+        rows: list[dict[str, Any]] = []
+        for statement, params in chunked(sql, ids, before, after):
+            rows += await self.fetch(statement, params)
+        return rows
 
     async def migration_lock(self, tx: Tx) -> None:
         """Keep concurrent replicas from migrating at once (a no-op where writes serialise)."""
@@ -135,19 +136,20 @@ class SqlStore:
                 )
 
     async def get_request(self, request_id: str) -> dict[str, Any] | None:
-        rows = await self.fetch("SELECT * FROM requests WHERE id = ?", (request_id,))
+        rows = await self.fetch(f"{SELECT_RECORD} WHERE r.id = ?", (request_id,))
         if not rows:
             return None
-        feedback = await self.fetch("SELECT * FROM feedback WHERE request_id = ?", (request_id,))
         scores = await self.fetch(
             "SELECT name, value FROM scores WHERE request_id = ? ORDER BY name", (request_id,)
         )
-        return shape_request(
-            rows[0], feedback[0] if feedback else None, {s["name"]: s["value"] for s in scores}
-        )
+        return present(rows[0], {s["name"]: float(s["value"]) for s in scores})
 
     async def request_exists(self, request_id: str) -> bool:
         return bool(await self.fetch("SELECT 1 AS ok FROM requests WHERE id = ?", (request_id,)))
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        rows = await self.fetch_in("SELECT id FROM requests WHERE id IN ({ids})", sorted(set(ids)))
+        return {r["id"] for r in rows}
 
     async def session_exists(self, session_id: str) -> bool:
         return bool(

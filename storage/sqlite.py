@@ -11,7 +11,7 @@ from typing import Any
 
 import aiosqlite
 
-from storage.base import RowRejected, StoreError
+from storage.errors import RowRejected, StoreError
 from storage.migrations import SQLITE
 from storage.sql import SqlStore, Tx
 

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from proxy.cli import main
 from proxy.cli.reports import Progress
 from proxy.state import STORE
-from storage.base import StoreError
+from storage.errors import StoreError
 from storage.models import ROW_COLUMNS
 from storage.query import export
 from storage.query.export import CSV_COLUMNS
@@ -184,8 +184,12 @@ async def test_jsonl_exports_whole_rows_oldest_first(make_proxy: ProxyFactory) -
     rows = [orjson.loads(line) for line in (await response.read()).splitlines()]
     assert [r["id"] for r in rows] == IDS
     first = rows[0]
-    assert set(first) == {*ROW_COLUMNS, "feedback", "scores"}
-    assert first["feedback"] == {"rating": True, "comment": "great answer"}
+    assert set(first) == {*ROW_COLUMNS, "feedback", "scores", "session"}
+    feedback = first["feedback"]
+    assert (feedback["rating"], feedback["comment"]) == (True, "great answer")
+    assert feedback["created_at"] <= feedback["updated_at"]
+    assert first["session"]["id"] == "s1" and first["session"]["feedback"]["rating"] is True
+    assert first == await client.app[STORE].get_request("r1")
     assert first["scores"] == {"accuracy": 95.0, "helpful": 1.0}
     assert first["properties"] == {"app": "chat", "prompt_version": "v1"}
     assert first["request_body"]["messages"][0]["content"] == "Hello WORLD"

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from storage import Row
-from storage.base import StoreError
+from storage.errors import StoreError
 from tests.conftest import AppUpstream, ProxyFactory, Upstream, settle, store_of, stored
 from tests.serving import scrape, start_serve
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from proxy.state import STORE
-from storage.base import StoreError
+from storage.errors import StoreError
 from tests.conftest import ProxyFactory, settle
 from tests.serving import parse_metrics
 

@@ -13,7 +13,7 @@ import pytest
 from proxy.gateway.exchange import Exchange, to_row
 from proxy.gateway.recorder import Recorder
 from storage import Row, open_store
-from storage.base import StoreError
+from storage.errors import StoreError
 from storage.sqlite import SQLiteStore
 
 

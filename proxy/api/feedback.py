@@ -29,7 +29,7 @@ from proxy.errors import ApiError, envelope, method_not_allowed
 from proxy.gateway.headers import is_valid_request_id
 from proxy.metrics import counted
 from proxy.state import RECORDER, SETTINGS, STORE
-from storage.base import StoreError
+from storage.errors import StoreError
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH_ITEMS = 1000
@@ -39,8 +39,6 @@ MAX_SESSION_ID_CHARS = 1024
 # Scores are stored as 64-bit floats, which hold every integer up to 2**53 exactly.
 MAX_EXACT_INT = 2**53
 POLL_S = 0.05
-# SQLite's default limit on `?` parameters in one statement is 999 on old builds.
-LOOKUP_CHUNK = 500
 CORS_ALLOW_HEADERS = "Authorization, Content-Type"
 CORS_MAX_AGE_S = "600"
 
@@ -212,13 +210,8 @@ async def _missing_requests(app: web.Application, ids: Iterable[str]) -> set[str
 
     async def all_known() -> bool:
         missing.difference_update([i for i in missing if recorder.is_pending(i)])
-        unknown = sorted(missing)
-        for start in range(0, len(unknown), LOOKUP_CHUNK):
-            chunk = unknown[start : start + LOOKUP_CHUNK]
-            rows = await store.fetch(
-                f"SELECT id FROM requests WHERE id IN ({', '.join('?' for _ in chunk)})", chunk
-            )
-            missing.difference_update(r["id"] for r in rows)
+        if missing:
+            missing.difference_update(await store.existing_ids(sorted(missing)))
         return not missing
 
     await _poll(all_known, app[POLICY].wait_s)
@@ -339,19 +332,7 @@ async def request_detail(request: web.Request) -> web.Response:
                 code="not_written_yet",
             )
         raise ApiError(404, f"no request with id {request_id!r} was logged", code="unknown_request")
-    session = None
-    if row["session_id"] is not None:
-        rated = await store.fetch(
-            "SELECT rating, created_at, updated_at FROM session_feedback WHERE session_id = ?",
-            [row["session_id"]],
-        )
-        session = {
-            "id": row["session_id"],
-            "path": row["session_path"],
-            "name": row["session_name"],
-            "feedback": {**rated[0], "rating": bool(rated[0]["rating"])} if rated else None,
-        }
-    return envelope({**row, "session": session})
+    return envelope(row)
 
 
 def _cors_headers(request: web.Request) -> dict[str, str]:

@@ -14,7 +14,7 @@ from proxy.auth import KeyRing, proxy_keyring
 from proxy.bodies import read_bounded
 from proxy.errors import ApiError, method_not_allowed
 from proxy.state import SETTINGS
-from storage.base import StoreError
+from storage.errors import DatasetExists, FilterError, QueryError, StoreError, UnknownDataset
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BodyT = TypeVar("BodyT", bound=BaseModel)
@@ -44,16 +44,32 @@ def validate(model: type[BodyT], data: object) -> BodyT:
         raise ApiError(400, f"{where}: {message}", code="invalid_body") from None
 
 
+def domain_error(exc: Exception) -> ApiError:
+    """The API's answer to an error storage raised: 400, 404, 409 or 503."""
+    if isinstance(exc, FilterError):
+        return ApiError(400, str(exc), code="invalid_filter")
+    if isinstance(exc, QueryError):
+        return ApiError(400, str(exc), code="invalid_query")
+    if isinstance(exc, UnknownDataset):
+        return ApiError(404, str(exc), code="unknown_dataset")
+    if isinstance(exc, DatasetExists):
+        return ApiError(409, str(exc), code="dataset_exists")
+    return ApiError(503, f"store unavailable: {exc}")
+
+
+DOMAIN_ERRORS = (StoreError, QueryError, UnknownDataset, DatasetExists)
+
+
 def guarded(handler: Handler) -> Handler:
-    """Proxy key required when keys are configured; a failing store answers 503."""
+    """Proxy key required when keys are configured; storage's errors mapped to statuses."""
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         request.app[KEYS].require(request.headers.get("Authorization"), "Authorization")
         try:
             return await handler(request)
-        except StoreError as exc:
-            raise ApiError(503, f"store unavailable: {exc}") from exc
+        except DOMAIN_ERRORS as exc:
+            raise domain_error(exc) from exc
 
     return wrapped
 

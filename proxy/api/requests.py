@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from contextlib import aclosing
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -18,11 +15,10 @@ from proxy.api.datasets import DATASET_ROUTES
 from proxy.api.http import add_routes, read_body
 from proxy.errors import ApiError, envelope
 from proxy.state import STORE
-from storage import Store
-from storage.base import StoreError
-from storage.models import json_or_text
-from storage.query.export import FORMATS, ExportCounts, export_chunks, scores_for
+from storage.errors import StoreError
+from storage.query.export import FORMATS, ExportCounts, export_chunks
 from storage.query.filters import compile_filter, conjoin
+from storage.query.pages import SORT_ALIASES, SORTS, Direction, PageQuery, query_page
 from storage.query.selection import Selection, selection_tree
 from storage.query.stats import check_dimensions, request_stats
 
@@ -30,16 +26,8 @@ log = logging.getLogger("relaylog.query")
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 2**31 - 1
-# A sort name and the SQL it orders by; NULL sorts as -1 (before 0 ascending) in every store.
-SORTS = {
-    "created_at": "r.created_at",
-    "latency": "COALESCE(r.latency_ms, -1)",
-    "cost": "COALESCE(r.cost_usd, -1)",
-}
-SORT_ALIASES = {"latency_ms": "latency", "cost_usd": "cost"}
 CURSOR_HEADER = "Relaylog-Next-Cursor"
 
-Direction = Literal["asc", "desc"]
 NEWEST_FIRST: dict[str, Direction] = {"created_at": "desc"}
 
 
@@ -70,6 +58,10 @@ class QueryBody(BaseModel):
             raise ValueError(f"cannot sort by {name!r}; use created_at, latency or cost")
         return {name: direction}
 
+    def page(self) -> PageQuery:
+        (sort, direction), *_ = self.sort.items()
+        return PageQuery(self.filter, sort, direction, self.limit, self.offset, self.cursor)
+
 
 class StatsBody(BaseModel):
     """A filter tree and up to three dimensions to group by."""
@@ -91,99 +83,9 @@ class StatsBody(BaseModel):
         return names
 
 
-@dataclass(slots=True)
-class Page:
-    rows: list[dict[str, Any]]
-    next_cursor: str | None
-
-
-def encode_cursor(sort: str, direction: str, value: Any, last_id: str) -> str:
-    raw = orjson.dumps([sort, direction, value, last_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, sort: str, direction: str) -> tuple[Any, str]:
-    """The (sort value, id) a cursor continues after; 400 unless it came from the same sort."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        kind, order, value, last_id = orjson.loads(raw)
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise ApiError(400, "invalid cursor", code="invalid_cursor") from None
-    expected = str if sort == "created_at" else float | int
-    if (kind, order) != (sort, direction) or not isinstance(last_id, str):
-        raise ApiError(400, "the cursor belongs to another sort order", code="invalid_cursor")
-    if isinstance(value, bool) or not isinstance(value, expected) or "\x00" in f"{value}{last_id}":
-        raise ApiError(400, "invalid cursor", code="invalid_cursor")
-    return value, last_id
-
-
-def helicone_row(row: dict[str, Any], scores: dict[str, float]) -> dict[str, Any]:
-    """A logged exchange under Helicone's field names, with relaylog's extra fields."""
-    properties = orjson.loads(row["properties"] or "{}")
-    rating = row["feedback_rating"]
-    return {
-        "request_id": row["id"],
-        "request_created_at": row["created_at"],
-        "request_method": row["method"],
-        "request_path": row["path"],
-        "request_user_id": row["user_id"],
-        "request_model": row["request_model"],
-        "request_body": json_or_text(row["request_body"]),
-        "request_properties": properties,
-        "properties": properties,
-        "response_status": row["status"],
-        "response_model": row["response_model"],
-        "response_body": json_or_text(row["response_body"]),
-        "model": row["model"],
-        "outcome": row["outcome"],
-        "is_stream": bool(row["is_stream"]),
-        "delay_ms": row["latency_ms"],
-        "time_to_first_token": row["ttft_ms"],
-        "prompt_tokens": row["prompt_tokens"],
-        "completion_tokens": row["completion_tokens"],
-        "total_tokens": row["total_tokens"],
-        "prompt_cache_read_tokens": row["cached_tokens"],
-        "cost": row["cost_usd"],
-        "finish_reason": row["finish_reason"],
-        "session_id": row["session_id"],
-        "session_path": row["session_path"],
-        "session_name": row["session_name"],
-        "feedback_rating": None if rating is None else bool(rating),
-        "feedback_comment": row["feedback_comment"],
-        "scores": scores,
-        "upstream_request_id": row["upstream_request_id"],
-        "error": row["error"],
-    }
-
-
-async def query_page(store: Store, body: QueryBody) -> Page:
-    """One page of matching rows in the body's order, and the cursor to the next page."""
-    condition = compile_filter(body.filter)
-    (sort, direction), *_ = body.sort.items()
-    order_by = SORTS[sort]
-    where, params = [condition.sql], list(condition.params)
-    if body.cursor is not None:
-        value, last_id = decode_cursor(body.cursor, sort, direction)
-        where.append(f"({order_by}, r.id) {'<' if direction == 'desc' else '>'} (?, ?)")
-        params += [value, last_id]
-    rows = await store.fetch(
-        f"SELECT r.*, {order_by} AS sort_key, f.rating AS feedback_rating, "
-        "f.comment AS feedback_comment FROM requests r "
-        "LEFT JOIN feedback f ON f.request_id = r.id "
-        f"WHERE ({') AND ('.join(where)}) "
-        f"ORDER BY {order_by} {direction.upper()}, r.id {direction.upper()} LIMIT ? OFFSET ?",
-        [*params, body.limit, body.offset],
-    )
-    scores = await scores_for(store, [r["id"] for r in rows])
-    next_cursor = None
-    if len(rows) == body.limit:
-        last = rows[-1]
-        next_cursor = encode_cursor(sort, direction, last["sort_key"], last["id"])
-    return Page([helicone_row(r, scores.get(r["id"], {})) for r in rows], next_cursor)
-
-
 async def request_query(request: web.Request) -> web.StreamResponse:
-    page = await query_page(request.app[STORE], await read_body(request, QueryBody))
+    body = await read_body(request, QueryBody)
+    page = await query_page(request.app[STORE], body.page())
     response = envelope(page.rows)
     if page.next_cursor is not None:
         response.headers[CURSOR_HEADER] = page.next_cursor

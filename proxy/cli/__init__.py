@@ -36,7 +36,9 @@ from proxy.errors import ApiError
 from proxy.gateway.headers import is_valid_request_id
 from proxy.sandbox import create_sandbox_app
 from storage import Store, open_store
-from storage.base import StoreError, redact
+from storage.errors import DatasetExists, QueryError, StoreError, UnknownDataset
+from storage.models import redact
+from storage.query.pages import newest_rows
 
 log = logging.getLogger("relaylog")
 T = TypeVar("T")
@@ -324,12 +326,7 @@ def _cell(value: Any) -> str:
 
 async def list_requests(store: Store, args: argparse.Namespace) -> int:
     condition = condition_from(args)
-    columns = ", ".join(f"r.{c}" for c in LIST_COLUMNS)
-    rows = await store.fetch(
-        f"SELECT {columns} FROM requests r WHERE {condition.sql} "
-        "ORDER BY r.created_at DESC, r.id DESC LIMIT ?",
-        [*condition.params, max(1, args.limit)],
-    )
+    rows = await newest_rows(store, condition, LIST_COLUMNS, args.limit)
     if args.json:
         for row in rows:
             sys.stdout.write(orjson.dumps(row).decode() + "\n")
@@ -406,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in reports:
             report = reports[args.command]
             return int(_run(with_store(settings, lambda s: report(s, args))))
-    except (CliError, ConfigError, ApiError) as exc:
+    except (CliError, ConfigError, ApiError, QueryError, UnknownDataset, DatasetExists) as exc:
         print(f"relaylog: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,7 +11,9 @@ from typing import IO, Any
 
 import orjson
 
-from proxy.api.datasets import (
+from storage import Store
+from storage.errors import QueryError
+from storage.query.datasets import (
     change_rows,
     create_dataset,
     delete_dataset,
@@ -19,12 +21,10 @@ from proxy.api.datasets import (
     require_dataset,
     unknown_ids,
 )
-from proxy.errors import ApiError
-from storage import Store
 from storage.query.export import FORMATS, ExportCounts, export_chunks
 from storage.query.filters import Condition, compile_filter, conjoin
 from storage.query.selection import FEEDBACK, Selection, selection_tree
-from storage.query.stats import PERCENTILES, check_dimensions, request_stats
+from storage.query.stats import PERCENTILES, check_dimensions, count_requests, request_stats
 
 PROGRESS_EVERY_S = 0.1
 BAR_WIDTH = 24
@@ -69,7 +69,7 @@ def filter_tree(args: argparse.Namespace) -> Any:
         try:
             tree = orjson.loads(args.filter)
         except orjson.JSONDecodeError as exc:
-            raise ApiError(400, f"--filter is not valid JSON: {exc}") from None
+            raise QueryError(f"--filter is not valid JSON: {exc}") from None
     return conjoin(tree, selection_tree(selection))
 
 
@@ -120,10 +120,7 @@ def _summary(stats: dict[str, Any]) -> None:
 
 
 async def show_stats(store: Store, args: argparse.Namespace) -> int:
-    try:
-        check_dimensions(args.by)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
+    check_dimensions(args.by)
     stats = await request_stats(store, condition_from(args), args.by)
     if args.json:
         sys.stdout.write(orjson.dumps(stats).decode() + "\n")
@@ -178,10 +175,7 @@ class Progress:
 
 
 async def _count(store: Store, condition: Condition, limit: int | None) -> int:
-    rows = await store.fetch(
-        f"SELECT COUNT(*) AS n FROM requests r WHERE {condition.sql}", condition.params
-    )
-    total = int(rows[0]["n"])
+    total = await count_requests(store, condition)
     return total if limit is None else min(total, limit)
 
 

@@ -12,7 +12,7 @@ from itertools import islice
 
 from proxy.gateway.exchange import Exchange, fallback_row
 from storage import Row, Store
-from storage.base import RowRejected
+from storage.errors import RowRejected
 
 log = logging.getLogger("relaylog.recorder")
 

@@ -18,24 +18,18 @@ import orjson
 from storage import Store
 from storage.models import ROW_COLUMNS, json_or_text
 from storage.query.filters import Condition
+from storage.query.rows import SELECT_RECORD, present, scores_for
 
 BATCH_ROWS = 500
-# SQLite's default limit on `?` parameters in one statement is 999 on old builds.
-ID_CHUNK = 500
 FORMATS = {
     "jsonl": ("application/x-ndjson", "jsonl"),
     "openai-chat": ("application/x-ndjson", "jsonl"),
     "csv": ("text/csv; charset=utf-8", "csv"),
 }
-SELECT_ROWS = (
-    "SELECT r.*, f.rating AS feedback_rating, f.comment AS feedback_comment "
-    "FROM requests r LEFT JOIN feedback f ON f.request_id = r.id"
-)
 # What a chat example needs: no feedback, scores or headers.
 SELECT_CHATS = (
     "SELECT r.id, r.created_at, r.path, r.outcome, r.request_body, r.response_body FROM requests r"
 )
-JSON_COLUMNS = ("request_body", "response_body", "request_headers")
 CSV_COLUMNS = (
     *(c for c in ROW_COLUMNS if c != "request_headers"),
     "feedback_rating",
@@ -64,23 +58,8 @@ class ExportCounts:
         return self.rows - self.written
 
 
-async def scores_for(store: Store, ids: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Each id's scores, fetched in chunks."""
-    out: dict[str, dict[str, float]] = {}
-    for start in range(0, len(ids), ID_CHUNK):
-        chunk = ids[start : start + ID_CHUNK]
-        rows = await store.fetch(
-            "SELECT request_id, name, value FROM scores "
-            f"WHERE request_id IN ({', '.join('?' for _ in chunk)}) ORDER BY name",
-            chunk,
-        )
-        for row in rows:
-            out.setdefault(row["request_id"], {})[row["name"]] = float(row["value"])
-    return out
-
-
 async def read_rows(
-    store: Store, condition: Condition, limit: int | None = None, select: str = SELECT_ROWS
+    store: Store, condition: Condition, limit: int | None = None, select: str = SELECT_RECORD
 ) -> AsyncGenerator[list[dict[str, Any]]]:
     """Matching rows oldest first, a batch at a time; full rows come with their `scores`."""
     after: list[Any] = []
@@ -94,7 +73,7 @@ async def read_rows(
         )
         if not rows:
             return
-        if select == SELECT_ROWS:
+        if select == SELECT_RECORD:
             scores = await scores_for(store, [r["id"] for r in rows])
             for row in rows:
                 row["scores"] = scores.get(row["id"], {})
@@ -104,21 +83,6 @@ async def read_rows(
         after = [rows[-1]["created_at"], rows[-1]["id"]]
         if remaining is not None:
             remaining -= len(rows)
-
-
-def full_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The whole logged exchange as `relaylog show` prints it, with feedback and scores."""
-    out = {column: row[column] for column in ROW_COLUMNS}
-    out["is_stream"] = bool(out["is_stream"])
-    out["properties"] = orjson.loads(out["properties"] or "{}")
-    for column in JSON_COLUMNS:
-        out[column] = json_or_text(out[column])
-    rating = row["feedback_rating"]
-    out["feedback"] = (
-        None if rating is None else {"rating": bool(rating), "comment": row["feedback_comment"]}
-    )
-    out["scores"] = row["scores"]
-    return out
 
 
 def _tool_calls(calls: Any) -> list[dict[str, Any]] | None:
@@ -237,7 +201,11 @@ def _jsonl(shape: Callable[[dict[str, Any]], dict[str, Any] | None]) -> Lines:
     return lines
 
 
-WRITERS: dict[str, Lines] = {"jsonl": _jsonl(full_row), "openai-chat": _jsonl(chat_example)}
+def _record(row: dict[str, Any]) -> dict[str, Any]:
+    return present(row, row["scores"])
+
+
+WRITERS: dict[str, Lines] = {"jsonl": _jsonl(_record), "openai-chat": _jsonl(chat_example)}
 
 
 async def export_chunks(
@@ -246,7 +214,7 @@ async def export_chunks(
     """The export in `fmt` as byte chunks (one per batch); `counts` follows along."""
     if fmt == "csv":
         yield csv_chunk([], header=True)
-    select = SELECT_CHATS if fmt == "openai-chat" else SELECT_ROWS
+    select = SELECT_CHATS if fmt == "openai-chat" else SELECT_RECORD
     async for rows in read_rows(store, condition, limit, select):
         counts.rows += len(rows)
         if fmt == "csv":

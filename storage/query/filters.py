@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from proxy.errors import ApiError
+from storage.errors import FilterError
 
 MAX_DEPTH = 24
 MAX_CONDITIONS = 256
@@ -32,13 +32,6 @@ OPERATORS: dict[Kind, frozenset[str]] = {
 }
 NEGATED = {"not-equals": "equals", "not-contains": "contains"}
 COMPARE = {"equals": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-
-
-class FilterError(ApiError):
-    """A filter tree that cannot be compiled; the message names the bad node."""
-
-    def __init__(self, where: str, problem: str) -> None:
-        super().__init__(400, f"invalid filter at {where}: {problem}", code="invalid_filter")
 
 
 @dataclass(frozen=True, slots=True)

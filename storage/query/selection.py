@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from storage.errors import FilterError
 from storage.models import utc_iso
-from storage.query.filters import NULL, FilterError, conjoin, parse_time
+from storage.query.filters import NULL, conjoin, parse_time
 
 FEEDBACK = {
     "up": ("equals", True),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage import Store
+from storage.errors import QueryError
 from storage.migrations import LATENCY_BOUNDS, LATENCY_BUCKET_SQL
 from storage.query.filters import Condition
 
@@ -34,16 +35,16 @@ Key = tuple[Any, ...]
 
 
 def check_dimensions(names: Sequence[str]) -> None:
-    """ValueError unless each name is a dimension or `property:NAME` (at most one property)."""
+    """QueryError unless each name is a dimension or `property:NAME` (at most one property)."""
     for name in names:
         named_property = name.startswith(PROPERTY_PREFIX) and len(name) > len(PROPERTY_PREFIX)
         if name not in DIMENSIONS and not named_property:
             allowed = ", ".join([*DIMENSIONS, f"{PROPERTY_PREFIX}NAME"])
-            raise ValueError(f"cannot group by {name!r}; use {allowed}")
+            raise QueryError(f"cannot group by {name!r}; use {allowed}")
     if sum(name.startswith(PROPERTY_PREFIX) for name in names) > 1:
-        raise ValueError("group by at most one property")
+        raise QueryError("group by at most one property")
     if len(set(names)) != len(names):
-        raise ValueError("each dimension may appear once")
+        raise QueryError("each dimension may appear once")
 
 
 def _number(value: Any) -> float:
@@ -250,3 +251,11 @@ async def request_stats(
 def _sort_key(key: Key) -> tuple[tuple[bool, str], ...]:
     """Groups in key order; a missing value (no user, no property) sorts last."""
     return tuple((part is None, "" if part is None else str(part)) for part in key)
+
+
+async def count_requests(store: Store, condition: Condition) -> int:
+    """How many requests match `condition`."""
+    rows = await store.fetch(
+        f"SELECT COUNT(*) AS n FROM requests r WHERE {condition.sql}", condition.params
+    )
+    return int(rows[0]["n"])
