@@ -25,7 +25,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(1, str(BENCH_DIR.parent))
 
 import baseline  # noqa: E402
-import run  # noqa: E402
+import harness  # noqa: E402
 
 from proxy.app import create_app  # noqa: E402
 from proxy.config import load_settings  # noqa: E402
@@ -48,7 +48,7 @@ async def profile(args: argparse.Namespace, upstream: str, workdir: Path) -> str
     port = next(a for a in runner.addresses if isinstance(a, tuple))[1]
     url = f"http://127.0.0.1:{port}"
     wrk = await asyncio.create_subprocess_exec(
-        run.find_tools()["wrk"],
+        harness.find_tools()["wrk"],
         "-t1",
         f"-c{args.connections}",
         f"-d{args.seconds:g}s",
@@ -56,7 +56,7 @@ async def profile(args: argparse.Namespace, upstream: str, workdir: Path) -> str
         str(BENCH_DIR / "chat.lua"),
         url,
         stdout=asyncio.subprocess.PIPE,
-        env={"BENCH_BODY": run.orjson.dumps(run.CHAT_REQUEST).decode()},
+        env={"BENCH_BODY": harness.orjson.dumps(harness.CHAT_REQUEST).decode()},
     )
     profiler = Profiler(interval=args.interval, async_mode="disabled")
     profiler.start()
@@ -80,13 +80,13 @@ def main() -> int:
     parser.add_argument("--html", help="also write pyinstrument's HTML report here")
     parser.add_argument("--show-all", action="store_true", help="include library frames")
     args = parser.parse_args()
-    tools = run.find_tools()
+    tools = harness.find_tools()
     workdir = Path(tempfile.mkdtemp(prefix="relaylog-profile-"))
-    fleet = run.Fleet()
+    fleet = harness.Fleet()
     try:
-        ports = {"relaylog": run.free_port()}
+        ports = {"relaylog": harness.free_port()}
         conf = workdir / "nginx.conf"
-        conf.write_text(run.nginx_conf(workdir, ports, 100))
+        conf.write_text(harness.nginx_conf(workdir, ports, 100))
         nginx = fleet.start(
             "nginx",
             f"http://127.0.0.1:{ports['relaylog']}",
@@ -94,7 +94,7 @@ def main() -> int:
             workdir,
             {},
         )
-        run.wait_ready(nginx, "/healthz")
+        harness.wait_ready(nginx, "/healthz")
         upstream = f"{nginx.url}/v1"
         if args.loop == "uvloop":
             import uvloop

@@ -1,8 +1,7 @@
-"""The benchmark's non-timing parts: the baseline proxy forwards, the stub config, the verdicts."""
+"""The benchmark's non-timing parts: the baseline proxy, the stub config, parsers and verdicts."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bench import baseline, run
+from bench import baseline, harness, report, run
 from proxy.sandbox import create_sandbox_app
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "through the baseline"}]}
@@ -51,15 +50,15 @@ async def test_baseline_streams_and_passes_errors_through(
 
 
 def test_nginx_stub_serves_fixed_bodies_on_loopback_only() -> None:
-    conf = run.nginx_conf(run.Path("/tmp/x"), {"direct": 1111, "relaylog": 2222}, 50)
+    conf = harness.nginx_conf(harness.Path("/tmp/x"), {"direct": 1111, "relaylog": 2222}, 50)
     assert "listen 127.0.0.1:1111" in conf and "listen 127.0.0.1:2222" in conf
     assert "daemon off;" in conf and "pid /tmp/x/nginx.pid;" in conf
     assert "0.0.0.0" not in conf and "listen 80" not in conf
     assert "limit_rate 50;" in conf
-    assert run._nginx_string(b"a'b\\c\nd") == "'a\\'b\\\\c\\nd'"
+    assert harness._nginx_string(b"a'b\\c\nd") == "'a\\'b\\\\c\\nd'"
     # The SSE body is a complete stream relaylog can assemble.
-    assert run.SSE_BODY.endswith(b"data: [DONE]\n\n")
-    assert orjson.loads(run.SSE_BODY.split(b"\n\n")[1].removeprefix(b"data: "))["object"] == (
+    assert harness.SSE_BODY.endswith(b"data: [DONE]\n\n")
+    assert orjson.loads(harness.SSE_BODY.split(b"\n\n")[1].removeprefix(b"data: "))["object"] == (
         "chat.completion.chunk"
     )
 
@@ -67,63 +66,187 @@ def test_nginx_stub_serves_fixed_bodies_on_loopback_only() -> None:
 def test_missing_tools_are_named_with_their_install_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(run.shutil, "which", lambda *a, **k: None)
-    with pytest.raises(run.BenchError) as caught:
-        run.find_tools()
+    monkeypatch.setattr(harness.shutil, "which", lambda *a, **k: None)
+    with pytest.raises(harness.BenchError) as caught:
+        harness.find_tools()
     assert "wrk not found: apt-get install wrk" in str(caught.value)
     assert "nginx not found: apt-get install nginx-light" in str(caught.value)
 
 
-def _round(direct: float, base: float, relay: float, p50: tuple[int, int, int]) -> dict[str, Any]:
-    def one(rps: float, latency_p50: int) -> dict[str, Any]:
-        return {
-            "load": {"rps": rps, "requests": int(rps)},
-            "latency": {"latency_us": {"p50": latency_p50, "p99": latency_p50 * 3}, "requests": 1},
-            "ttfb": {"p50_ms": latency_p50 / 1000 + 0.2, "p99_ms": 1.0, "count": 1},
-        }
-
+def _one(rps: float, cpu_us: float, p50_us: int, p99_us: int, ttfb_ms: float) -> dict[str, Any]:
     return {
-        "direct": one(direct, p50[0]),
-        "baseline": one(base, p50[1]),
-        "relaylog": one(relay, p50[2]),
+        "load": {"rps": rps, "requests": int(rps), "cpu_us_per_request": cpu_us},
+        "latency": {"latency_us": {"p50": p50_us, "p99": p99_us}, "requests": 1},
+        "ttfb": {"p50_ms": ttfb_ms, "p99_ms": 1.0, "count": 1},
     }
 
 
-def _result(rows: int, served: int, relay_rps: float) -> dict[str, Any]:
-    rounds = [_round(20000, 4000, relay_rps, (40, 300, 350)) for _ in range(3)]
-    held = {"held": 10, "completed": 10, "rss_held_kib": 50_000, "errors": []}
+def _round(sqlite_rps: float, postgres_rps: float, sqlite_p50_us: int = 380) -> dict[str, Any]:
+    return {
+        "direct": _one(20000, float("nan"), 40, 100, 0.1),
+        "baseline": _one(4000, 200, 300, 900, 0.4),
+        "sqlite": _one(sqlite_rps, 260, sqlite_p50_us, 1300, 0.6),
+        "postgresql": _one(postgres_rps, 270, 390, 1350, 0.7),
+    }
+
+
+def _held(rss_kib: list[int], held: int = 10) -> dict[str, Any]:
+    rounds = [{"held": held, "completed": held, "rss_held_kib": r, "errors": []} for r in rss_kib]
+    return {"rounds": rounds}
+
+
+def _sustained(depths: list[float], dropped: float = 0) -> dict[str, Any]:
+    return {
+        "rows_per_s": 3500.0,
+        "dropped": dropped,
+        "depth_samples": [(i * 0.25, d) for i, d in enumerate(depths)],
+    }
+
+
+def _result(
+    rounds: list[dict[str, Any]],
+    rows: int = 500,
+    served: int = 500,
+    sqlite_rss: tuple[int, int] = (55_000, 56_000),
+    depths: tuple[float, ...] = (100, 300, 120, 280, 90, 310),
+) -> dict[str, Any]:
+    stores = ["sqlite", "postgresql"]
     result: dict[str, Any] = {
         "config": {
-            "rounds": 3,
+            "rounds": len(rounds),
             "duration_s": 1,
             "connections": 16,
-            "store": "sqlite",
             "uvloop": True,
             "cpus": 2,
             "loadavg_start": "0.0",
             "streams": 10,
-            "workers": 1,
+            "sustain_s": 60,
+            "batch_size": 500,
         },
+        "stores": stores,
         "loadavg_end": "0.0",
-        "summary": run.summarise(rounds),
-        "open_streams": {t: {"rounds": [held, copy.deepcopy(held)]} for t in run.TARGETS},
-        "peak_rss_mib": {"direct": 10.0, "baseline": 40.0, "relaylog": 60.0},
-        "log": {"rows": rows, "served": served},
+        "summary": report.summarise(rounds, stores),
+        "open_streams": {
+            "direct": _held([10_000, 10_000]),
+            "baseline": _held([40_000, 40_000]),
+            "sqlite": _held(list(sqlite_rss)),
+            "postgresql": _held([57_000, 57_000]),
+        },
+        "sustained": {s: _sustained(list(depths)) for s in stores},
+        "peak_rss_mib": {"direct": 10.0, "baseline": 40.0, "sqlite": 60.0, "postgresql": 61.0},
+        "log": {s: {"rows": rows, "served": served} for s in stores},
     }
-    result["targets"] = run.check_targets(result, 10)
+    result["targets"] = report.check_targets(result)
     return result
 
 
-def test_verdicts_follow_the_design_targets() -> None:
-    good = _result(rows=500, served=500, relay_rps=3600)
-    assert all(check["met"] for check in good["targets"]), good["targets"]
-    assert good["summary"]["relaylog"]["added_p50_ms"] == pytest.approx(0.31)
-    assert good["summary"]["rps_ratio"] == pytest.approx(0.9)
-    table = run.markdown(good)
-    assert "| requests/s @16 conns | 20,000 | 4,000 | 3,600 | 0.90 |" in table
+def _verdicts(result: dict[str, Any]) -> dict[tuple[str, str], bool]:
+    return {(c["store"], c["target"]): c["met"] for c in result["targets"]}
 
-    bad = _result(rows=499, served=500, relay_rps=3000)
-    verdicts = {check["target"]: check["met"] for check in bad["targets"]}
-    assert verdicts["throughput @16 >= 80% of baseline"] is False
-    assert verdicts["rows logged == responses served"] is False
-    assert verdicts["added p50 @1 <= 0.35 ms"] is True
+
+def test_ratios_are_taken_within_a_round_then_medianed() -> None:
+    # Baseline 4000 in each round; sqlite 3600, 3000, 3800: per-round ratios .9, .75, .95.
+    rounds = [_round(3600, 3000), _round(3000, 2900), _round(3800, 3500)]
+    rounds[1]["baseline"]["load"]["rps"] = 4000
+    summary = report.summarise(rounds, ["sqlite", "postgresql"])
+    assert summary["sqlite"]["rps_ratio"] == pytest.approx(0.9)
+    assert summary["sqlite"]["rps_ratio_each_round"] == [0.9, 0.75, 0.95]
+    assert summary["sqlite"]["cpu_ratio"] == pytest.approx(1.3)
+    assert summary["sqlite"]["added_p50_ms"] == pytest.approx(0.08)
+    assert summary["sqlite"]["added_p99_ms"] == pytest.approx(0.4)
+    assert summary["sqlite"]["added_ttfb_p50_ms"] == pytest.approx(0.5)
+    # PostgreSQL against SQLite, per round: 3000/3600, 2900/3000, 3500/3800.
+    assert summary["postgresql"]["vs_sqlite"] == pytest.approx(3500 / 3800)
+
+
+def test_every_target_is_met_by_a_good_run_and_printed() -> None:
+    good = _result([_round(3600, 3500) for _ in range(3)])
+    assert all(c["met"] for c in good["targets"]), [c for c in good["targets"] if not c["met"]]
+    names = {c["target"] for c in good["targets"]}
+    assert {
+        "throughput @c16 >= 0.85x bare",
+        "CPU/request <= 1.4x bare",
+        "c1 p50 <= bare + 0.1 ms",
+        "c1 p99 <= bare + 0.5 ms",
+        "10 open streams: RSS <= 1.5x bare, flat",
+        "rows logged == responses served",
+        "writer keeps up for 60s at full load",
+        "throughput >= 0.8x the SQLite run",
+    } <= names
+    table = report.markdown(good)
+    assert "| requests/s @c16 | 20,000 | 4,000 | 3,600 | 3,500 |" in table
+    assert "| CPU us/request (all threads and processes) | - | 200 | 260 | 270 |" in table
+    assert "| rows logged / responses served | - | - | 500 / 500 | 500 / 500 |" in table
+    assert "| sqlite | c1 p50 <= bare + 0.1 ms | +0.080 ms | yes |" in table
+
+
+def test_misses_are_reported_as_misses() -> None:
+    bad = _result(
+        [_round(3000, 2000, sqlite_p50_us=500) for _ in range(3)],
+        rows=499,
+        sqlite_rss=(70_000, 90_000),
+        depths=(100, 200, 300, 2000, 4000, 8000),
+    )
+    verdicts = _verdicts(bad)
+    assert verdicts[("sqlite", "throughput @c16 >= 0.85x bare")] is False
+    assert verdicts[("sqlite", "c1 p50 <= bare + 0.1 ms")] is False
+    assert verdicts[("sqlite", "rows logged == responses served")] is False
+    assert verdicts[("sqlite", "10 open streams: RSS <= 1.5x bare, flat")] is False
+    assert verdicts[("sqlite", "writer keeps up for 60s at full load")] is False
+    assert verdicts[("postgresql", "throughput >= 0.8x the SQLite run")] is False
+    assert verdicts[("postgresql", "10 open streams: RSS <= 1.5x bare, flat")] is True
+    assert "| sqlite | rows logged == responses served | 499 / 500 | NO |" in report.markdown(bad)
+
+
+def test_streams_and_writer_verdicts() -> None:
+    base = _held([40_000, 40_000])["rounds"]
+    assert report.streams_verdict(_held([59_000, 60_000])["rounds"], base, 10)[1] is True
+    # Within the ratio but growing from one round to the next.
+    measured, ok = report.streams_verdict(_held([45_000, 58_000])["rounds"], base, 10)
+    assert not ok and "growing" in measured
+    # Flat and small, but not every stream was held.
+    measured, ok = report.streams_verdict(_held([45_000, 45_000], held=9)["rounds"], base, 10)
+    assert not ok and "held 9 / 9 of 10" in measured
+    assert report.streams_verdict([], base, 10) == ("not measured", False)
+    steady = _sustained([50, 400, 60, 420, 30, 380])
+    assert report.writer_verdict(steady, 500)[1] is True
+    assert (
+        report.writer_verdict(_sustained([50, 400, 60, 420, 30, 380], dropped=3), 500)[1] is False
+    )
+    assert report.writer_verdict(None, 500) == ("not measured", False)
+
+
+def test_proc_stat_and_metrics_parsing() -> None:
+    # Field 2 may hold spaces and parentheses; utime, stime, cutime, cstime are 14-17.
+    stat = "4242 (python (x) y) S 1 4242 4242 0 -1 4194560 9 0 0 0 120 30 7 3 20 0 5 0"
+    assert harness.parse_proc_stat(stat) == 160
+    text = (
+        "# HELP relaylog_log_queue_depth Exchanges waiting to be written.\n"
+        "# TYPE relaylog_log_queue_depth gauge\n"
+        "relaylog_log_queue_depth 17.0\n"
+        "relaylog_log_rows_written_total 1234.0\n"
+        'relaylog_requests_total{status="200"} 99.0\n'
+    )
+    values = harness.parse_metrics(text)
+    assert values == {"relaylog_log_queue_depth": 17.0, "relaylog_log_rows_written_total": 1234.0}
+
+
+def test_store_list_and_schema_url() -> None:
+    assert run.parse_stores("postgresql, sqlite") == ("sqlite", "postgresql")
+    assert run.parse_stores("sqlite") == ("sqlite",)
+    with pytest.raises(run.argparse.ArgumentTypeError, match="mysql"):
+        run.parse_stores("sqlite,mysql")
+    assert run.with_schema("postgresql://h/db", "s1") == "postgresql://h/db?schema=s1"
+    assert run.with_schema("postgresql://h/db?sslmode=off", "s1").endswith("&schema=s1")
+
+
+def test_served_calls_are_counted_per_path(tmp_path: Any) -> None:
+    log = tmp_path / "upstream.log"
+    log.write_text(
+        "200 /v1/chat/completions OK\n200 /healthz OK\n200 /v1/chat/completions OK\n"
+        "200 /v1/stream/chat/completions OK\n"
+    )
+    assert run.served_by_path(log) == {
+        "/v1/chat/completions": 2,
+        "/v1/stream/chat/completions": 1,
+    }
