@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bench import baseline, harness, report, run
+from bench import baseline, harness, peers, report, run
 from proxy.sandbox import create_sandbox_app
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "through the baseline"}]}
@@ -250,3 +250,55 @@ def test_served_calls_are_counted_per_path(tmp_path: Any) -> None:
         "/v1/chat/completions": 2,
         "/v1/stream/chat/completions": 1,
     }
+
+
+def test_peers_config_and_ratios() -> None:
+    config = peers.litellm_config("http://127.0.0.1:1234/v1")
+    assert "api_base: http://127.0.0.1:1234/v1" in config
+    assert "model: openai/gpt-4o-mini" in config and "model_name: gpt-4o-mini" in config
+
+    def one(rps: float, cpu: float, p50: int, rss: int) -> dict[str, Any]:
+        return {
+            "load": {"rps": rps, "cpu_us_per_request": cpu},
+            "latency": {"latency_us": {"p50": p50, "p99": p50 * 4}},
+            "rss_kib": rss,
+        }
+
+    rounds = [
+        {
+            "direct": one(20000, 10, 40, 10_000),
+            "relaylog": one(3000, 300, 400, 60_000),
+            "litellm": one(120, 9000, 8040, 400_000),
+        }
+    ]
+    summary = peers.summarise(rounds)
+    assert summary["ratio"]["rps"] == pytest.approx(25)
+    assert summary["ratio"]["cpu_us"] == pytest.approx(300 / 9000)
+    assert summary["ratio"]["added_p50_ms"] == pytest.approx(0.36 / 8.0)
+    assert summary["litellm"]["added_p99_ms"] == pytest.approx((8040 * 4 - 160) / 1000)
+    table = peers.markdown(
+        summary,
+        {
+            "litellm": "1.0",
+            "rounds": 1,
+            "duration_s": 1,
+            "connections": 16,
+            "loadavg_start": "0",
+            "loadavg_end": "0",
+        },
+    )
+    assert "| requests/s @c16 | 20,000 | 3,000 | 120 | 25.0x |" in table
+
+
+def test_a_missing_litellm_is_a_skip_not_a_failure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    class Done:
+        returncode = 1
+        stderr = "ERROR: No matching distribution found for litellm==0.0.0"
+
+    monkeypatch.setattr(peers.venv, "create", lambda *a, **k: None)
+    monkeypatch.setattr(peers.subprocess, "run", lambda *a, **k: Done())
+    with pytest.raises(peers.Skipped, match="No matching distribution"):
+        peers.litellm_venv("0.0.0", cache=tmp_path)
+    assert not (tmp_path / "litellm-0.0.0").exists()
