@@ -1,7 +1,8 @@
-"""Profile relaylog (or the baseline) in-process under load, with pyinstrument.
+"""Profile relaylog (or the baseline) in-process under load, with pyinstrument or cProfile.
 
     pip install pyinstrument
-    python bench/profile.py [--target relaylog|baseline] [--connections 16] [--seconds 10]
+    python bench/profiler.py [--target relaylog|baseline] [--connections 16] [--seconds 10]
+    python bench/profiler.py --profiler cprofile --top 25     # exact per-function times
 
 Starts the same nginx stub as bench/run.py, runs the chosen proxy inside this process with a
 pyinstrument profiler on the event-loop thread, drives it with wrk for --seconds and prints the
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
+import pstats
 import shutil
 import sys
 import tempfile
@@ -32,7 +36,8 @@ from proxy.config import load_settings  # noqa: E402
 
 
 async def profile(args: argparse.Namespace, upstream: str, workdir: Path) -> str:
-    from pyinstrument import Profiler
+    if args.profiler == "pyinstrument":
+        from pyinstrument import Profiler
 
     if args.target == "relaylog":
         settings = load_settings(
@@ -58,13 +63,24 @@ async def profile(args: argparse.Namespace, upstream: str, workdir: Path) -> str
         stdout=asyncio.subprocess.PIPE,
         env={"BENCH_BODY": harness.orjson.dumps(harness.CHAT_REQUEST).decode()},
     )
-    profiler = Profiler(interval=args.interval, async_mode="disabled")
-    profiler.start()
-    out, _ = await wrk.communicate()
-    profiler.stop()
+    if args.profiler == "cprofile":
+        exact = cProfile.Profile()
+        exact.enable()
+        out, _ = await wrk.communicate()
+        exact.disable()
+    else:
+        profiler = Profiler(interval=args.interval, async_mode="disabled")
+        profiler.start()
+        out, _ = await wrk.communicate()
+        profiler.stop()
     await runner.cleanup()
     summary = [line for line in out.decode().splitlines() if "Requests/sec" in line]
     print(f"{args.target}: {' '.join(summary)} (under the profiler)", file=sys.stderr)
+    if args.profiler == "cprofile":
+        text = io.StringIO()
+        stats = pstats.Stats(exact, stream=text)
+        stats.sort_stats(args.sort).print_stats(args.top)
+        return text.getvalue()
     if args.html:
         Path(args.html).write_text(profiler.output_html())
     return str(profiler.output_text(unicode=True, show_all=args.show_all))
@@ -78,6 +94,14 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.0005, help="sampling interval (s)")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="asyncio")
     parser.add_argument("--html", help="also write pyinstrument's HTML report here")
+    parser.add_argument(
+        "--profiler",
+        choices=("pyinstrument", "cprofile"),
+        default="pyinstrument",
+        help="sampling call tree, or cProfile's exact per-function times (event-loop thread)",
+    )
+    parser.add_argument("--sort", default="tottime", help="cProfile sort key")
+    parser.add_argument("--top", type=int, default=30, help="cProfile entries printed")
     parser.add_argument("--show-all", action="store_true", help="include library frames")
     args = parser.parse_args()
     tools = harness.find_tools()
