@@ -19,6 +19,7 @@ from proxy.gateway.forward import FORWARDER, Forwarder, forward
 from proxy.gateway.pricing import PriceTable
 from proxy.gateway.recorder import Recorder
 from proxy.metrics import METRICS, Metrics, metrics
+from proxy.origin import SITE_POLICY, SitePolicy, site_middleware
 from proxy.state import RECORDER, SETTINGS, STORE
 from storage import open_store
 from storage.errors import StoreError
@@ -91,9 +92,11 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """Build the relaylog application for `settings` (the upstream URL must be resolved)."""
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=settings.server.max_body_bytes
+        middlewares=[error_middleware, site_middleware],
+        client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[SITE_POLICY] = SitePolicy.from_settings(settings)
     app[METRICS] = Metrics()
     app.cleanup_ctx.extend([_store_ctx, _recorder_ctx, _forwarder_ctx])
     app.router.add_get("/healthz", healthz)

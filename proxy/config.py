@@ -48,6 +48,11 @@ class ServerSettings(Section):
     body_timeout_s: float = Field(
         120.0, gt=0, description="Longest time a client may take to send a request body (408)."
     )
+    hostnames: list[str] = Field(
+        default_factory=list,
+        description="Host names (name or name:port) relaylog answers besides 127.0.0.1, "
+        "localhost and [::1] on its port; '*' = any. Others get 421.",
+    )
     workers: int = Field(
         1,
         ge=1,
@@ -111,7 +116,9 @@ class FeedbackSettings(Section):
         2000, ge=0, description="How long feedback for an unknown id waits for its row."
     )
     cors_origins: list[str] = Field(
-        default_factory=list, description="Browser origins allowed to post feedback ('*' = any)."
+        default_factory=list,
+        description="Browser origins allowed to post feedback and scores ('*' = any); "
+        "never to read the log or forward calls.",
     )
 
 

@@ -20,6 +20,8 @@ ERROR_TYPES = {
     405: "invalid_request_error",
     408: "timeout_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
+    421: "invalid_request_error",
     502: "upstream_error",
     503: "server_error",
     504: "timeout_error",

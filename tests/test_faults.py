@@ -215,8 +215,9 @@ async def test_slow_upload_is_cut_off_and_other_clients_are_unaffected(
     proxy = await make_proxy(server={"body_timeout_s": 0.5})
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: relaylog\r\n"
-        b"Content-Type: application/json\r\nContent-Length: 1000\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n"
+        % proxy.port
+        + b"Content-Type: application/json\r\nContent-Length: 1000\r\n"
         b"Helicone-Request-Id: slow-upload\r\n\r\n"
     )
 
@@ -250,7 +251,8 @@ async def test_slow_upload_to_the_management_api_is_cut_off(
     proxy = await make_proxy(server={"body_timeout_s": 0.3})
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: relaylog\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: localhost:{proxy.port}\r\n"
+        "Content-Type: application/json\r\n"
         "Content-Length: 100\r\n\r\n{".encode()
     )
     await writer.drain()
@@ -265,8 +267,8 @@ async def test_oversized_body_is_refused_before_it_is_sent(
     proxy = await make_proxy(server={"max_body_bytes": 4096})
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: relaylog\r\n"
-        b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{"
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n" % proxy.port
+        + b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{"
     )
     await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -317,8 +319,8 @@ async def test_bad_headers_are_refused_cleanly_and_serving_goes_on(
     body = orjson.dumps(CHAT)
     status, answer = await raw_exchange(
         proxy.port,
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: relaylog\r\nConnection: close\r\n"
-        b"Content-Type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n" % proxy.port
+        + b"Connection: close\r\nContent-Type: application/json\r\n"
         + header
         + b"Content-Length: %d\r\n\r\n" % len(body)
         + body,
@@ -337,9 +339,10 @@ async def test_non_utf8_in_other_headers_is_forwarded_and_logged(
     body = orjson.dumps(CHAT)
     status, answer = await raw_exchange(
         proxy.port,
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: relaylog\r\nConnection: close\r\n"
-        b"Helicone-Request-Id: latin-1\r\nX-Team: Caf\xe9\r\n"
-        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body,
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n" % proxy.port
+        + b"Connection: close\r\nHelicone-Request-Id: latin-1\r\nX-Team: Caf\xe9\r\n"
+        + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body,
     )
     assert status == 200, answer[:300]
     row = await stored(proxy.app, "latin-1")
@@ -363,7 +366,7 @@ async def test_over_long_and_odd_ids_on_management_routes(
 ) -> None:
     status, answer = await raw_exchange(
         proxy.port,
-        f"POST {path} HTTP/1.1\r\nHost: relaylog\r\nConnection: close\r\n".encode()
+        f"POST {path} HTTP/1.1\r\nHost: localhost:{proxy.port}\r\nConnection: close\r\n".encode()
         + b'Content-Type: application/json\r\nContent-Length: 15\r\n\r\n{"rating":true}',
     )
     assert 400 <= status < 500, answer[:300]

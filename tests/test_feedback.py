@@ -45,7 +45,9 @@ async def logged(client: Client, text: str = "hi", **headers: str) -> str:
 
 async def post(client: Client, path: str, body: Any, **headers: str) -> tuple[int, Any]:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
-    response = await client.post(path, data=io.BytesIO(data), headers=headers)
+    response = await client.post(
+        path, data=io.BytesIO(data), headers={"Content-Type": "application/json", **headers}
+    )
     return response.status, orjson.loads(await response.read())
 
 

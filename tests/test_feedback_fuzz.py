@@ -104,6 +104,7 @@ async def send(
     method, template = endpoint
     path = template.replace("{id}", quote(request_id, safe=""))
     data = io.BytesIO(body) if method == "POST" else None
+    headers = {"Content-Type": "application/json", **headers}
     async with client.request(method, path, data=data, headers=headers) as response:
         answer = orjson.loads(await response.read())
         assert set(answer) == {"data", "error"}

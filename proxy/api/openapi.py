@@ -278,6 +278,7 @@ ERRORS = {
     "404": "No such request or session was logged.",
     "409": "A dataset with that name exists.",
     "413": "Body too large.",
+    "415": "A body that is not application/json (a cross-site page could send it).",
     "503": "The store is unavailable.",
 }
 WRITE_ERRORS = ("400", "401", "404", "413", "503")
@@ -488,6 +489,14 @@ def _operations() -> dict[str, Any]:
     }
 
 
+def _with_body_type_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every POST refuses a body that is not JSON (415), so no cross-site form can write."""
+    for operations in paths.values():
+        if "post" in operations:
+            operations["post"]["responses"] |= _errors("415")
+    return paths
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     """The OpenAPI document; forwarded /v1 routes are OpenAI's API and are not described here."""
@@ -502,7 +511,7 @@ def document() -> dict[str, Any]:
                 "forwarded to the upstream OpenAI-compatible API."
             ),
         },
-        "paths": _operations(),
+        "paths": _with_body_type_errors(_operations()),
         "components": {
             "schemas": SCHEMAS,
             "responses": {
