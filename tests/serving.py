@@ -101,9 +101,10 @@ def parse_metrics(text: str) -> dict[str, float]:
     return samples
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process (Linux /proc)."""
+def heap_bytes(pid: int) -> int:
+    """Resident anonymous memory of a process (Linux /proc `RssAnon`): its heap, without the
+    shared libraries and mapped files that VmRSS also counts."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith("RssAnon:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
+    raise AssertionError(f"no RssAnon for pid {pid}")
