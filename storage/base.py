@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from storage.cache import CacheEntry, CacheFilter
 from storage.models import Row
+from storage.ratelimit import WindowUsage
 
 
 class Store(Protocol):
@@ -63,6 +65,26 @@ class Store(Protocol):
         self, statements: Sequence[tuple[str, Sequence[Any]]]
     ) -> list[list[dict[str, Any]]]:
         """Run parameterised statements in one write transaction; each one's result rows."""
+
+    async def cache_get(self, key: str, now: float) -> list[CacheEntry]:
+        """The unexpired entries of a cache key, by bucket."""
+
+    async def cache_put(self, entry: CacheEntry, max_bytes: int, now: float) -> None:
+        """Store an entry; expired ones go, then the oldest until `max_bytes` hold the rest."""
+
+    async def cache_clear(self, where: CacheFilter) -> int:
+        """Purge matching entries; how many were deleted."""
+
+    async def cache_stats(self) -> dict[str, int]:
+        """Entries and bytes held."""
+
+    async def ratelimit_take(
+        self, key: str, quota: float, window_s: float, amount: float, now: float
+    ) -> WindowUsage:
+        """Count `amount` against a sliding window if it has room, atomically."""
+
+    async def ratelimit_add(self, key: str, amount: float, now: float) -> None:
+        """Record use known only after the call (a cost)."""
 
 
 def open_store(db: str) -> Store:

@@ -149,9 +149,52 @@ def m002_query_datasets(d: Dialect) -> list[str]:
     return statements
 
 
+def m003_gateway(d: Dialect) -> list[str]:
+    """Cache entries, rate-limit events, and the row columns for hits, retries and fallbacks."""
+    columns = [
+        "cache_hit INTEGER NOT NULL DEFAULT 0",
+        "cache_source_id TEXT",
+        f"saved_cost_usd {d.real}",
+        f"saved_prompt_tokens {d.bigint}",
+        f"saved_completion_tokens {d.bigint}",
+        "attempts INTEGER",
+        "attempt_log TEXT",
+        "fallback_index INTEGER",
+        "upstream_target TEXT",
+    ]
+    return [
+        *(f"ALTER TABLE requests ADD COLUMN {column}" for column in columns),
+        f"""CREATE TABLE cache_entries (
+            key TEXT NOT NULL,
+            bucket INTEGER NOT NULL,
+            created_at {d.real} NOT NULL,
+            expires_at {d.real} NOT NULL,
+            size {d.bigint} NOT NULL,
+            status INTEGER NOT NULL,
+            content_type TEXT NOT NULL,
+            is_stream INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            source_request_id TEXT,
+            model TEXT,
+            path TEXT NOT NULL,
+            seed TEXT NOT NULL,
+            PRIMARY KEY (key, bucket)
+        )""",
+        "CREATE INDEX cache_entries_created ON cache_entries (created_at)",
+        "CREATE INDEX cache_entries_expires ON cache_entries (expires_at)",
+        f"""CREATE TABLE ratelimit_events (
+            key TEXT NOT NULL,
+            at {d.real} NOT NULL,
+            amount {d.real} NOT NULL
+        )""",
+        "CREATE INDEX ratelimit_events_key_at ON ratelimit_events (key, at)",
+    ]
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[Dialect], list[str]]], ...] = (
     ("001_initial", m001_initial),
     ("002_query_datasets", m002_query_datasets),
+    ("003_gateway", m003_gateway),
 )
 
 MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS relaylog_migrations (

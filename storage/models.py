@@ -17,6 +17,7 @@ OUTCOMES = (
     "client_cancelled",
     "stream_incomplete",
     "rejected",
+    "rate_limited",
 )
 
 
@@ -78,6 +79,15 @@ class Row:
     request_headers: str | None = None
     upstream_request_id: str | None = None
     error: str | None = None
+    cache_hit: bool = False
+    cache_source_id: str | None = None
+    saved_cost_usd: float | None = None
+    saved_prompt_tokens: int | None = None
+    saved_completion_tokens: int | None = None
+    attempts: int | None = None
+    attempt_log: str | None = None
+    fallback_index: int | None = None
+    upstream_target: str | None = None
 
 
 # Column order used by every INSERT; `properties` is stored as JSON text here and also

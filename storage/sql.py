@@ -14,9 +14,11 @@ from typing import Any, Protocol
 
 import orjson
 
+from storage.cache import CacheStore
 from storage.migrations import MIGRATIONS, MIGRATIONS_TABLE, Dialect
 from storage.models import ROW_COLUMNS, Row, utc_iso
 from storage.query.rows import SELECT_RECORD, present
+from storage.ratelimit import RateLimitStore
 
 # SQLite's default limit on `?` parameters in one statement is 999 on old builds.
 ID_CHUNK = 500
@@ -38,7 +40,7 @@ def row_values(row: Row) -> tuple[Any, ...]:
         value = getattr(row, column)
         if column == "properties":
             value = orjson.dumps(value).decode()
-        elif column == "is_stream":
+        elif column in ("is_stream", "cache_hit"):
             value = int(value)
         values.append(value)
     return tuple(values)
@@ -69,7 +71,7 @@ class Tx(Protocol):
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
 
-class SqlStore:
+class SqlStore(CacheStore, RateLimitStore):
     """The Store interface written once in SQL; subclasses connect and run statements."""
 
     dialect: Dialect

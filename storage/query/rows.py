@@ -25,7 +25,7 @@ SELECT_RECORD = (
     "LEFT JOIN feedback f ON f.request_id = r.id "
     "LEFT JOIN session_feedback sf ON sf.session_id = r.session_id"
 )
-JSON_COLUMNS = ("request_body", "response_body", "request_headers")
+JSON_COLUMNS = ("request_body", "response_body", "request_headers", "attempt_log")
 
 
 async def scores_for(store: Store, ids: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -62,6 +62,7 @@ def present(row: Mapping[str, Any], scores: Mapping[str, float]) -> dict[str, An
     """A row read with SELECT_RECORD as one JSON object: JSON columns parsed, booleans typed."""
     out = {column: row[column] for column in ROW_COLUMNS}
     out["is_stream"] = bool(out["is_stream"])
+    out["cache_hit"] = bool(out["cache_hit"])
     out["properties"] = orjson.loads(out["properties"] or "{}")
     for column in JSON_COLUMNS:
         out[column] = json_or_text(out[column])
