@@ -14,6 +14,7 @@ from proxy.api.requests import add_query_routes
 from proxy.auth import proxy_keyring
 from proxy.config import Settings
 from proxy.errors import FORWARD_ROUTE, ApiError, envelope, error_middleware
+from proxy.gateway.cache import ResponseCache
 from proxy.gateway.exchange import to_row
 from proxy.gateway.forward import FORWARDER, Forwarder, forward
 from proxy.gateway.pricing import PriceTable
@@ -85,6 +86,8 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
             max_body_bytes=settings.server.max_body_bytes,
             body_timeout_s=settings.server.body_timeout_s,
             targets=frozenset(host.strip().lower() for host in upstream.target_allowlist),
+            cache=ResponseCache(app[STORE], settings.cache),
+            cache_defaults=settings.cache,
         )
         yield
 

@@ -179,6 +179,33 @@ class AuthSettings(Section):
         return self
 
 
+class CacheSettings(Section):
+    enabled: bool = Field(
+        False, description="Cache every call without Helicone-Cache-Enabled (the header wins)."
+    )
+    ttl_s: int = Field(
+        7 * 86400,
+        ge=1,
+        le=365 * 86400,
+        description="Entry lifetime when the call sends no Cache-Control: max-age.",
+    )
+    bucket_max_size: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="Answers kept per key when Helicone-Cache-Bucket-Max-Size is absent.",
+    )
+    seed: str = Field("", description="Namespace when Helicone-Cache-Seed is absent.")
+    max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Total size of stored entries; the oldest are evicted beyond it.",
+    )
+    max_entry_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest answer stored; bigger ones are not cached."
+    )
+
+
 class Settings(Section):
     server: ServerSettings = Field(default_factory=ServerSettings, description="Listener.")
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings, description="Upstream.")
@@ -194,6 +221,9 @@ class Settings(Section):
     )
     auth: AuthSettings = Field(
         default_factory=AuthSettings, description="Proxy keys and feedback-only keys."
+    )
+    cache: CacheSettings = Field(
+        default_factory=CacheSettings, description="Response cache (Helicone-Cache-*)."
     )
 
     @property

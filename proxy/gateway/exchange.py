@@ -48,6 +48,12 @@ class Exchange:
     ttft_ms: float | None = None
     upstream_request_id: str | None = None
     error: str | None = None
+    cache_hit: bool = False
+    cache_source_id: str | None = None
+    # One entry per upstream attempt: target index, status (None: no answer), ms, wait_ms.
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)
+    fallback_index: int | None = None
+    upstream_target: str | None = None
 
 
 def _as_text(data: bytes | None, content_type: str) -> str | None:
@@ -104,6 +110,12 @@ def fallback_row(ex: Exchange) -> Row:
         ).decode(),
         upstream_request_id=ex.upstream_request_id,
         error=ex.error,
+        cache_hit=ex.cache_hit,
+        cache_source_id=ex.cache_source_id,
+        attempts=len(ex.attempt_log) or None,
+        attempt_log=orjson.dumps(ex.attempt_log).decode() if ex.attempt_log else None,
+        fallback_index=ex.fallback_index,
+        upstream_target=ex.upstream_target,
     )
 
 
@@ -145,6 +157,12 @@ def to_row(ex: Exchange, price: PriceFn | None = None) -> Row:
     row.finish_reason = summary.finish_reason
     if price is not None:
         row.cost_usd = price(row.model, summary)
+    if ex.cache_hit:
+        # Nothing went upstream: what the original call cost and used is kept apart.
+        row.saved_cost_usd, row.cost_usd = row.cost_usd, 0.0
+        row.saved_prompt_tokens, row.prompt_tokens = row.prompt_tokens, 0
+        row.saved_completion_tokens, row.completion_tokens = row.completion_tokens, 0
+        row.total_tokens, row.cached_tokens = 0, None
     row.request_body = None if ex.omit_request else request_text
     row.response_body = None if ex.omit_response else response_text
     return row

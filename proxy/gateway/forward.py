@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -14,7 +15,17 @@ from yarl import URL
 
 from proxy.auth import KeyRing
 from proxy.bodies import read_bounded
+from proxy.config import CacheSettings
 from proxy.errors import ApiError
+from proxy.gateway import replay
+from proxy.gateway.cache import (
+    CachePolicy,
+    ResponseCache,
+    cache_key,
+    credential_digest,
+    parse_cache,
+    wants,
+)
 from proxy.gateway.exchange import Exchange
 from proxy.gateway.headers import (
     HeaderError,
@@ -27,6 +38,7 @@ from proxy.gateway.headers import (
 )
 from proxy.gateway.recorder import Recorder
 from proxy.gateway.sse import UsageChunkFilter
+from storage.cache import CacheEntry
 
 # Non-streamed upstream answers up to this size are read whole and sent in one write.
 BUFFER_LIMIT = 1024 * 1024
@@ -47,6 +59,8 @@ class Forwarder:
     body_timeout_s: float
     # Lowercased `host` or `host:port` entries a request may name in Helicone-Target-Url.
     targets: frozenset[str]
+    cache: ResponseCache
+    cache_defaults: CacheSettings
 
 
 FORWARDER = web.AppKey("forwarder", Forwarder)
@@ -155,6 +169,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         if target is not None:
             ex.request_headers[TARGET_HEADER.lower()] = without_userinfo(target)
             target = resolve_target(target, fw.targets)
+        cache_policy = parse_cache(request.headers, fw.cache_defaults)
         ex.request_body = await _read_body(request, fw.max_body_bytes, fw.body_timeout_s)
     except ApiError as err:
         ex.id = ex.id or new_request_id()
@@ -166,7 +181,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         raise
     fw.recorder.begin(ex)
     try:
-        return await _proxy(request, fw, ex, options, start, target)
+        return await _proxy(request, fw, ex, options, start, target, cache_policy)
     finally:
         ex.latency_ms = _elapsed_ms(start)
         fw.recorder.submit(ex)
@@ -179,11 +194,13 @@ async def _proxy(
     options: HeliconeOptions,
     start: float,
     target: str | None,
+    cache_policy: CachePolicy | None,
 ) -> web.StreamResponse:
     # Raw (still percent-encoded) path and query, so the upstream sees exactly what was sent.
     # A Helicone-Target-Url is an origin the whole path goes to, as on Helicone; the configured
     # upstream key is never sent to it.
     upstream_key = fw.upstream_key
+    base = fw.upstream_url if target is None else target
     if target is None:
         url = fw.upstream_url + request.rel_url.raw_path.removeprefix("/v1")
     else:
@@ -191,8 +208,35 @@ async def _proxy(
     if request.rel_url.raw_query_string:
         url += "?" + request.rel_url.raw_query_string
     body = ex.request_body
+    extra: dict[str, str] = {}
+    keep: Callable[[], Awaitable[None]] | None = None
+    key = None
+    if cache_policy is not None:
+        key = cache_key(
+            method=request.method,
+            path=request.rel_url.raw_path,
+            query=request.rel_url.raw_query_string,
+            upstream=base,
+            body=body,
+            policy=cache_policy,
+            credential=credential_digest(request.headers),
+        )
+    if key is not None and cache_policy is not None:
+        found = await fw.cache.lookup(key, cache_policy)
+        if found.hit is not None:
+            served = await _serve_hit(request, ex, found.hit, start)
+            if served is not None:
+                return served
+        extra = {"Helicone-Cache": "MISS"}
+        policy, bucket = cache_policy, found.bucket
+
+        async def keep() -> None:
+            # Before the answer's last byte, so a call made after this one finished can hit.
+            await fw.cache.keep(ex, key, policy, bucket)
+
     strip_usage = False
-    if options.stream_usage:
+    # A cached stream keeps its usage chunk, for later clients that ask for it.
+    if options.stream_usage or key is not None:
         injected = _with_stream_usage(body)
         if injected is not None:
             body, strip_usage = injected, True
@@ -205,7 +249,7 @@ async def _proxy(
             headers=headers,
             allow_redirects=False,
         ) as upstream:
-            return await _answer(request, ex, upstream, start, strip_usage)
+            return await _answer(request, ex, upstream, start, strip_usage, extra, keep)
     except asyncio.CancelledError:
         ex.outcome, ex.error = "client_cancelled", "client disconnected"
         raise
@@ -236,6 +280,43 @@ def _failed(
     return ApiError(status, message, code=code, headers=_status_headers(ex.id, status))
 
 
+async def _serve_hit(
+    request: web.Request, ex: Exchange, entry: CacheEntry, start: float
+) -> web.StreamResponse | None:
+    """Answer from a cache entry in the form the client asked for; None if it cannot be."""
+    stream, usage = wants(ex.request_body)
+    headers = {
+        **_status_headers(ex.id, entry.status),
+        "Helicone-Cache": "HIT",
+        "Helicone-Cache-Bucket-Idx": str(entry.bucket),
+    }
+    events = replay.as_events(entry, usage) if stream else None
+    body = None if stream else replay.as_body(entry)
+    if events is None and body is None:
+        return None
+    ex.status, ex.outcome = entry.status, "ok"
+    ex.cache_hit, ex.cache_source_id = True, entry.source_request_id
+    if body is not None:
+        ex.response_content_type = entry.content_type if not entry.is_stream else "application/json"
+        ex.response_chunks.append(body)
+        headers["Content-Type"] = ex.response_content_type
+        return web.Response(body=body, status=entry.status, headers=headers)
+    ex.is_stream, ex.response_content_type = True, "text/event-stream"
+    headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    response = web.StreamResponse(status=entry.status, headers=headers)
+    await response.prepare(request)
+    try:
+        for event in events or ():
+            if ex.ttft_ms is None:
+                ex.ttft_ms = _elapsed_ms(start)
+            ex.response_chunks.append(event)
+            await _write(request, response, event)
+        await response.write_eof()
+    except (ClientGone, ConnectionResetError):
+        ex.outcome, ex.error = "client_cancelled", "client disconnected mid-stream"
+    return response
+
+
 def _cut(request: web.Request) -> None:
     """End a started response without its terminating chunk, so the client sees the cut."""
     if request.transport is not None:
@@ -248,6 +329,8 @@ async def _answer(
     upstream: aiohttp.ClientResponse,
     start: float,
     strip_usage: bool,
+    extra: dict[str, str],
+    keep: Callable[[], Awaitable[None]] | None,
 ) -> web.StreamResponse:
     ex.status = upstream.status
     ex.upstream_request_id = upstream.headers.get("x-request-id")
@@ -256,16 +339,19 @@ async def _answer(
     ex.outcome = "ok" if upstream.status < 400 else "upstream_error"
     headers = client_response_headers(upstream.headers)
     headers.update(_status_headers(ex.id, upstream.status))
+    headers.update(extra)
     ex.is_stream = "text/event-stream" in content_type
     length = upstream.content_length
     if not ex.is_stream and length is not None and length <= BUFFER_LIMIT:
         data = await upstream.read()
         ex.response_chunks.append(data)
+        if keep is not None:
+            await keep()
         return web.Response(body=data, status=upstream.status, headers=headers)
     response = web.StreamResponse(status=upstream.status, headers=headers)
     await response.prepare(request)
     try:
-        await _tee(request, response, ex, upstream, start, strip_usage)
+        await _tee(request, response, ex, upstream, start, strip_usage, keep)
     except ClientGone:
         ex.outcome, ex.error = "client_cancelled", "client disconnected mid-stream"
     except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -284,6 +370,7 @@ async def _tee(
     upstream: aiohttp.ClientResponse,
     start: float,
     strip_usage: bool,
+    keep: Callable[[], Awaitable[None]] | None,
 ) -> None:
     """Pass each upstream chunk to the client as it arrives, keeping a copy for the log."""
     usage_filter = UsageChunkFilter() if strip_usage and ex.is_stream else None
@@ -298,6 +385,8 @@ async def _tee(
         rest = usage_filter.flush()
         if rest:
             await _write(request, response, rest)
+    if keep is not None:
+        await keep()
     try:
         await response.write_eof()
     except ConnectionResetError as exc:

@@ -11,6 +11,8 @@ import orjson
 
 EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 DONE = "[DONE]"
+# Reasoning text some OpenAI-compatible upstreams stream next to `content`.
+REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
 def iter_events(raw: bytes) -> Iterator[str]:
@@ -90,6 +92,9 @@ def _assemble_chat(chunks: list[dict[str, Any]]) -> dict[str, Any]:
                 message["content"] = (message["content"] or "") + delta["content"]
             if delta.get("refusal") is not None:
                 message["refusal"] = message.get("refusal", "") + delta["refusal"]
+            for name in REASONING_FIELDS:
+                if isinstance(delta.get(name), str):
+                    message[name] = message.get(name, "") + delta[name]
             if delta.get("tool_calls"):
                 _merge_tool_calls(message.setdefault("tool_calls", []), delta["tool_calls"])
             if choice.get("finish_reason"):
@@ -215,7 +220,7 @@ class UsageChunkFilter:
         for match in EVENT_END.finditer(data):
             event = data[pos : match.end()]
             pos = match.end()
-            if not self._is_usage_only(event):
+            if not self.is_usage_only(event):
                 out.append(event)
         self._pending = data[pos:]
         return b"".join(out)
@@ -225,7 +230,7 @@ class UsageChunkFilter:
         return rest
 
     @staticmethod
-    def _is_usage_only(event: bytes) -> bool:
+    def is_usage_only(event: bytes) -> bool:
         if b'"usage"' not in event:
             return False
         for data in iter_events(event):
