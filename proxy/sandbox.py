@@ -3,6 +3,8 @@
 Reply text is derived from the last user message ("Echo: <text>"), so callers can assert on it.
 Faults are chosen per request with one header, e.g.
 `Sandbox-Fault: status=503, delay_ms=200, chunk_delay_ms=20, cut_after=3, retry_after=1`.
+`times=N` applies the fault only to the first N requests carrying that exact header value, so a
+retry of the same call can succeed (`status=429, times=1, id=abc` fails once, then answers).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import orjson
 from aiohttp import web
 
 FAULT_HEADER = "Sandbox-Fault"
+MAX_FAULTS_SEEN = 10_000
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o4-mini", "text-embedding-3-small")
 
 
@@ -28,9 +31,12 @@ class Fault:
     cut_after: int | None = None
     retry_after: str | None = None
     raw_text: str | None = None
+    times: int | None = None
 
 
 FAULT = web.RequestKey("fault", Fault)
+# How many requests each `times=`-bounded fault header has been applied to.
+FAULTS_SEEN = web.AppKey("faults_seen", dict[str, int])
 
 
 def parse_fault(header: str | None) -> Fault:
@@ -54,6 +60,10 @@ def parse_fault(header: str | None) -> Fault:
                 fault.retry_after = value
             elif key == "raw":
                 fault.raw_text = value
+            elif key == "times":
+                fault.times = int(value)
+            elif key == "id":
+                pass
             else:
                 raise ValueError(key)
         except ValueError as exc:
@@ -360,7 +370,15 @@ async def responses(request: web.Request) -> web.StreamResponse:
 
 @web.middleware
 async def fault_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    fault = parse_fault(request.headers.get(FAULT_HEADER))
+    header = request.headers.get(FAULT_HEADER)
+    fault = parse_fault(header)
+    if header is not None and fault.times is not None:
+        seen = request.app[FAULTS_SEEN]
+        if len(seen) >= MAX_FAULTS_SEEN and header not in seen:
+            seen.clear()
+        seen[header] = seen.get(header, 0) + 1
+        if seen[header] > fault.times:
+            fault = Fault()
     request[FAULT] = fault
     if fault.delay_ms:
         await asyncio.sleep(fault.delay_ms / 1000)
@@ -379,6 +397,7 @@ async def fault_middleware(request: web.Request, handler: Any) -> web.StreamResp
 def create_sandbox_app() -> web.Application:
     """The sandbox as an aiohttp app: mount it, run it, or point relaylog at it."""
     app = web.Application(middlewares=[fault_middleware], client_max_size=64 * 1024 * 1024)
+    app[FAULTS_SEEN] = {}
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
