@@ -88,6 +88,7 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
             targets=frozenset(host.strip().lower() for host in upstream.target_allowlist),
             cache=ResponseCache(app[STORE], settings.cache),
             cache_defaults=settings.cache,
+            retry_defaults=settings.retry,
         )
         yield
 

@@ -206,6 +206,21 @@ class CacheSettings(Section):
     )
 
 
+class RetrySettings(Section):
+    enabled: bool = Field(
+        False, description="Retry every call without Helicone-Retry-Enabled (the header wins)."
+    )
+    num: int = Field(5, ge=0, le=20, description="Retries after the first attempt.")
+    factor: float = Field(2.0, ge=1, le=10, description="Backoff growth per retry.")
+    min_timeout_ms: int = Field(1000, ge=0, description="First backoff wait.")
+    max_timeout_ms: int = Field(10000, ge=0, description="Longest backoff wait.")
+    retry_after_cap_s: float = Field(
+        60.0,
+        ge=0,
+        description="Longest upstream Retry-After honoured; a longer one gives up at once.",
+    )
+
+
 class Settings(Section):
     server: ServerSettings = Field(default_factory=ServerSettings, description="Listener.")
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings, description="Upstream.")
@@ -224,6 +239,9 @@ class Settings(Section):
     )
     cache: CacheSettings = Field(
         default_factory=CacheSettings, description="Response cache (Helicone-Cache-*)."
+    )
+    retry: RetrySettings = Field(
+        default_factory=RetrySettings, description="Upstream retries (Helicone-Retry-*)."
     )
 
     @property

@@ -15,7 +15,7 @@ from yarl import URL
 
 from proxy.auth import KeyRing
 from proxy.bodies import read_bounded
-from proxy.config import CacheSettings
+from proxy.config import CacheSettings, RetrySettings
 from proxy.errors import ApiError
 from proxy.gateway import replay
 from proxy.gateway.cache import (
@@ -37,12 +37,14 @@ from proxy.gateway.headers import (
     upstream_request_headers,
 )
 from proxy.gateway.recorder import Recorder
+from proxy.gateway.retry import RetryPolicy, Target, attempt, parse_retry
 from proxy.gateway.sse import UsageChunkFilter
 from storage.cache import CacheEntry
 
 # Non-streamed upstream answers up to this size are read whole and sent in one write.
 BUFFER_LIMIT = 1024 * 1024
 TARGET_HEADER = "Helicone-Target-Url"
+ATTEMPTS_HEADER = "Relaylog-Attempts"
 USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#]*@")
 
 
@@ -61,6 +63,15 @@ class Forwarder:
     targets: frozenset[str]
     cache: ResponseCache
     cache_defaults: CacheSettings
+    retry_defaults: RetrySettings
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """The gateway features one call asked for (or got from the config's defaults)."""
+
+    cache: CachePolicy | None
+    retry: RetryPolicy | None
 
 
 FORWARDER = web.AppKey("forwarder", Forwarder)
@@ -169,7 +180,10 @@ async def forward(request: web.Request) -> web.StreamResponse:
         if target is not None:
             ex.request_headers[TARGET_HEADER.lower()] = without_userinfo(target)
             target = resolve_target(target, fw.targets)
-        cache_policy = parse_cache(request.headers, fw.cache_defaults)
+        plan = CallPlan(
+            cache=parse_cache(request.headers, fw.cache_defaults),
+            retry=parse_retry(request.headers, fw.retry_defaults),
+        )
         ex.request_body = await _read_body(request, fw.max_body_bytes, fw.body_timeout_s)
     except ApiError as err:
         ex.id = ex.id or new_request_id()
@@ -181,7 +195,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         raise
     fw.recorder.begin(ex)
     try:
-        return await _proxy(request, fw, ex, options, start, target, cache_policy)
+        return await _proxy(request, fw, ex, options, start, target, plan)
     finally:
         ex.latency_ms = _elapsed_ms(start)
         fw.recorder.submit(ex)
@@ -194,41 +208,41 @@ async def _proxy(
     options: HeliconeOptions,
     start: float,
     target: str | None,
-    cache_policy: CachePolicy | None,
+    plan: CallPlan,
 ) -> web.StreamResponse:
     # Raw (still percent-encoded) path and query, so the upstream sees exactly what was sent.
     # A Helicone-Target-Url is an origin the whole path goes to, as on Helicone; the configured
     # upstream key is never sent to it.
-    upstream_key = fw.upstream_key
-    base = fw.upstream_url if target is None else target
-    if target is None:
-        url = fw.upstream_url + request.rel_url.raw_path.removeprefix("/v1")
-    else:
-        url, upstream_key = target + request.rel_url.raw_path, None
-    if request.rel_url.raw_query_string:
-        url += "?" + request.rel_url.raw_query_string
+    first = Target(
+        index=0,
+        base=fw.upstream_url if target is None else target,
+        whole_path=target is not None,
+        upstream_key=fw.upstream_key if target is None else None,
+    )
+    targets = [first]
+    raw_path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
     body = ex.request_body
     extra: dict[str, str] = {}
     keep: Callable[[], Awaitable[None]] | None = None
     key = None
-    if cache_policy is not None:
+    if plan.cache is not None:
         key = cache_key(
             method=request.method,
-            path=request.rel_url.raw_path,
-            query=request.rel_url.raw_query_string,
-            upstream=base,
+            path=raw_path,
+            query=query,
+            upstream=first.base,
             body=body,
-            policy=cache_policy,
+            policy=plan.cache,
             credential=credential_digest(request.headers),
         )
-    if key is not None and cache_policy is not None:
-        found = await fw.cache.lookup(key, cache_policy)
+    if key is not None and plan.cache is not None:
+        found = await fw.cache.lookup(key, plan.cache)
         if found.hit is not None:
             served = await _serve_hit(request, ex, found.hit, start)
             if served is not None:
                 return served
         extra = {"Helicone-Cache": "MISS"}
-        policy, bucket = cache_policy, found.bucket
+        policy, bucket = plan.cache, found.bucket
 
         async def keep() -> None:
             # Before the answer's last byte, so a call made after this one finished can hit.
@@ -240,15 +254,25 @@ async def _proxy(
         injected = _with_stream_usage(body)
         if injected is not None:
             body, strip_usage = injected, True
-    headers = upstream_request_headers(request.headers, upstream_key)
-    try:
-        async with fw.session.request(
+
+    async def send(to: Target) -> aiohttp.ClientResponse:
+        headers = upstream_request_headers(request.headers, to.upstream_key)
+        headers.update(to.headers)
+        url = to.url(raw_path) + (f"?{query}" if query else "")
+        return await fw.session.request(
             request.method,
             URL(url, encoded=True),
             data=body,
             headers=headers,
             allow_redirects=False,
-        ) as upstream:
+        )
+
+    try:
+        upstream, answered = await attempt(targets, plan.retry, send, ex.attempt_log)
+        ex.upstream_target = without_userinfo(answered.base)
+        if plan.retry is not None:
+            extra[ATTEMPTS_HEADER] = str(len(ex.attempt_log))
+        async with upstream:
             return await _answer(request, ex, upstream, start, strip_usage, extra, keep)
     except asyncio.CancelledError:
         ex.outcome, ex.error = "client_cancelled", "client disconnected"
