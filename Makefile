@@ -6,7 +6,7 @@ check: lint test
 lint:
 	ruff check proxy storage tests bench
 	ruff format --check proxy storage tests bench
-	mypy --strict proxy storage
+	mypy --strict proxy storage tests
 
 js:
 	npm ci --prefix tests/js --no-audit --no-fund

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -134,12 +133,6 @@ async def fill(store: Store) -> None:
     await store.upsert_scores("r2", {"accuracy": 80})
     await store.upsert_scores("r5", {"accuracy": 60})
     await store.upsert_scores("r6", {"helpful": 0})
-
-
-def ids_of(payload: dict[str, Any]) -> list[str]:
-    """The request ids in a /v1/request/query answer, in order."""
-    assert payload["error"] is None, payload
-    return [row["request_id"] for row in payload["data"]]
 
 
 def filled_sqlite(path: Path) -> str:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+import shutil
+import subprocess
+import venv
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from bench import baseline, harness, peers, report, run
 from proxy.sandbox import create_sandbox_app
+from tests.helpers import Client
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "through the baseline"}]}
 
@@ -19,7 +24,7 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "throug
 @pytest.fixture
 async def bare_proxy(
     aiohttp_client: Any,
-) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+) -> AsyncIterator[Client]:
     sandbox = TestServer(create_sandbox_app())
     await sandbox.start_server()
     yield await aiohttp_client(baseline.create_app(str(sandbox.make_url("/v1"))))
@@ -27,7 +32,7 @@ async def bare_proxy(
 
 
 async def test_baseline_forwards_a_chat_call(
-    bare_proxy: TestClient[web.Request, web.Application],
+    bare_proxy: Client,
 ) -> None:
     response = await bare_proxy.post("/v1/chat/completions?x=1", json=CHAT)
     assert response.status == 200
@@ -37,7 +42,7 @@ async def test_baseline_forwards_a_chat_call(
 
 
 async def test_baseline_streams_and_passes_errors_through(
-    bare_proxy: TestClient[web.Request, web.Application],
+    bare_proxy: Client,
 ) -> None:
     response = await bare_proxy.post("/v1/chat/completions", json={**CHAT, "stream": True})
     assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -50,7 +55,7 @@ async def test_baseline_streams_and_passes_errors_through(
 
 
 def test_nginx_stub_serves_fixed_bodies_on_loopback_only() -> None:
-    conf = harness.nginx_conf(harness.Path("/tmp/x"), {"direct": 1111, "relaylog": 2222}, 50)
+    conf = harness.nginx_conf(Path("/tmp/x"), {"direct": 1111, "relaylog": 2222}, 50)
     assert "listen 127.0.0.1:1111" in conf and "listen 127.0.0.1:2222" in conf
     assert "daemon off;" in conf and "pid /tmp/x/nginx.pid;" in conf
     assert "0.0.0.0" not in conf and "listen 80" not in conf
@@ -66,7 +71,7 @@ def test_nginx_stub_serves_fixed_bodies_on_loopback_only() -> None:
 def test_missing_tools_are_named_with_their_install_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(harness.shutil, "which", lambda *a, **k: None)
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
     with pytest.raises(harness.BenchError) as caught:
         harness.find_tools()
     assert "wrk not found: apt-get install wrk" in str(caught.value)
@@ -234,7 +239,7 @@ def test_proc_stat_and_metrics_parsing() -> None:
 def test_store_list_and_schema_url() -> None:
     assert run.parse_stores("postgresql, sqlite") == ("sqlite", "postgresql")
     assert run.parse_stores("sqlite") == ("sqlite",)
-    with pytest.raises(run.argparse.ArgumentTypeError, match="mysql"):
+    with pytest.raises(argparse.ArgumentTypeError, match="mysql"):
         run.parse_stores("sqlite,mysql")
     assert run.with_schema("postgresql://h/db", "s1") == "postgresql://h/db?schema=s1"
     assert run.with_schema("postgresql://h/db?sslmode=off", "s1").endswith("&schema=s1")
@@ -297,8 +302,8 @@ def test_a_missing_litellm_is_a_skip_not_a_failure(
         returncode = 1
         stderr = "ERROR: No matching distribution found for litellm==0.0.0"
 
-    monkeypatch.setattr(peers.venv, "create", lambda *a, **k: None)
-    monkeypatch.setattr(peers.subprocess, "run", lambda *a, **k: Done())
+    monkeypatch.setattr(venv, "create", lambda *a, **k: None)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Done())
     with pytest.raises(peers.Skipped, match="No matching distribution"):
         peers.litellm_venv("0.0.0", cache=tmp_path)
     assert not (tmp_path / "litellm-0.0.0").exists()

@@ -13,7 +13,7 @@ from aiohttp import web
 from proxy.gateway.forward import FORWARDER
 from proxy.gateway.replay import split_events
 from storage.cache import CacheEntry, CacheFilter
-from tests.conftest import AppUpstream, ProxyFactory, Upstream, store_of, stored
+from tests.helpers import AppUpstream, ProxyFactory, Upstream, store_of, stored
 
 CACHE = {"Helicone-Cache-Enabled": "true"}
 TOOLS: list[Any] = [

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -16,54 +13,16 @@ import orjson
 import pytest
 
 from proxy.cli import main
-from tests.serving import scrape
+from tests.helpers import LISTEN, Served, clean_env, scrape, start_serve
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "from the cli test"}]}
-LISTEN = re.compile(rb"listening on (http://\S+)")
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("RELAYLOG_")}
-
-
-@dataclass
-class Served:
-    process: asyncio.subprocess.Process
-    url: str
-
-
-async def start_serve(tmp_path: Path, *extra: str) -> Served:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        "serve",
-        "--upstream",
-        "sandbox",
-        "--port",
-        "0",
-        "--db",
-        str(tmp_path / "cli.db"),
-        *extra,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=tmp_path,
-        env=clean_env(),
-    )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), 20)
-    match = LISTEN.search(line)
-    assert match, line
-    return Served(process, match.group(1).decode())
 
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    server = await start_serve(tmp_path)
+    server = await start_serve(tmp_path, tmp_path / "cli.db", "--upstream", "sandbox")
     yield server
-    if server.process.returncode is None:
-        server.process.kill()
-        await server.process.wait()
+    await server.kill()
 
 
 IN_FLIGHT = 200
@@ -136,6 +95,7 @@ async def test_serve_prints_one_line_and_requests_show_read_the_log(
             assert (await ready.json())["data"]["status"] == "ready"
     served.process.send_signal(signal.SIGINT)
     assert await served.process.wait() == 0
+    assert LISTEN.search(served.stdout.read_bytes().splitlines()[0])
     db = str(tmp_path / "cli.db")
     table = await run_cli("requests", "--db", db, "--user", "alice")
     header, row = table.splitlines()

@@ -77,8 +77,8 @@ def test_example_file_lists_every_setting_with_its_default() -> None:
     for section, info in Settings.model_fields.items():
         model = info.annotation
         assert isinstance(model, type)
-        assert set(parsed[section]) == set(model.model_fields)  # type: ignore[attr-defined]
-        for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+        assert set(parsed[section]) == set(model.model_fields)
+        for name, field in model.model_fields.items():
             assert field.description, f"{section}.{name} needs a description"
 
 
@@ -87,7 +87,7 @@ def test_readme_documents_every_setting() -> None:
     for section, info in Settings.model_fields.items():
         model = info.annotation
         assert isinstance(model, type)
-        for name in model.model_fields:  # type: ignore[attr-defined]
+        for name in model.model_fields:
             assert f"`{section}.{name}`" in readme, f"README lacks {section}.{name}"
 
 

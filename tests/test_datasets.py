@@ -7,13 +7,10 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from proxy.cli import main
-from tests.logbook import IDS, filled_sqlite, ids_of
-
-Client = TestClient[web.Request, web.Application]
+from tests.helpers import Client, ids_of
+from tests.logbook import IDS, filled_sqlite
 
 
 async def call(client: Client, path: str, body: Any, status: int = 200) -> Any:

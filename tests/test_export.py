@@ -10,8 +10,6 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from proxy.cli import main
 from proxy.cli.reports import Progress
@@ -20,10 +18,8 @@ from storage.errors import StoreError
 from storage.models import ROW_COLUMNS
 from storage.query import export
 from storage.query.export import CSV_COLUMNS
-from tests.conftest import ProxyFactory, settle
+from tests.helpers import Client, ProxyFactory, settle
 from tests.logbook import IDS, fill, filled_sqlite
-
-Client = TestClient[web.Request, web.Application]
 
 WEATHER_TOOL = {
     "type": "function",

@@ -15,14 +15,22 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from storage import Row
 from storage.errors import StoreError
-from tests.conftest import AppUpstream, ProxyFactory, Upstream, settle, store_of, stored
-from tests.serving import scrape, start_serve
+from tests.helpers import (
+    AppUpstream,
+    Client,
+    ProxyFactory,
+    Upstream,
+    port_of,
+    scrape,
+    settle,
+    start_serve,
+    store_of,
+    stored,
+)
 
-Client = TestClient[web.Request, web.Application]
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "fault test"}]}
 STREAM = {**CHAT, "stream": True}
 
@@ -213,10 +221,11 @@ async def test_slow_upload_is_cut_off_and_other_clients_are_unaffected(
     make_proxy: ProxyFactory, upstream: Upstream
 ) -> None:
     proxy = await make_proxy(server={"body_timeout_s": 0.5})
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    port = port_of(proxy)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n"
-        % proxy.port
+        % port
         + b"Content-Type: application/json\r\nContent-Length: 1000\r\n"
         b"Helicone-Request-Id: slow-upload\r\n\r\n"
     )
@@ -249,9 +258,10 @@ async def test_slow_upload_to_the_management_api_is_cut_off(
     make_proxy: ProxyFactory, path: str
 ) -> None:
     proxy = await make_proxy(server={"body_timeout_s": 0.3})
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    port = port_of(proxy)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: localhost:{proxy.port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: localhost:{port}\r\n"
         "Content-Type: application/json\r\n"
         "Content-Length: 100\r\n\r\n{".encode()
     )
@@ -265,9 +275,10 @@ async def test_oversized_body_is_refused_before_it_is_sent(
     make_proxy: ProxyFactory, upstream: Upstream
 ) -> None:
     proxy = await make_proxy(server={"max_body_bytes": 4096})
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    port = port_of(proxy)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n" % proxy.port
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n" % port
         + b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{"
     )
     await writer.drain()
@@ -317,9 +328,10 @@ async def test_bad_headers_are_refused_cleanly_and_serving_goes_on(
     proxy: Client, upstream: Upstream, name: str, header: bytes
 ) -> None:
     body = orjson.dumps(CHAT)
+    port = port_of(proxy)
     status, answer = await raw_exchange(
-        proxy.port,
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n" % proxy.port
+        port,
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n" % port
         + b"Connection: close\r\nContent-Type: application/json\r\n"
         + header
         + b"Content-Length: %d\r\n\r\n" % len(body)
@@ -337,9 +349,10 @@ async def test_non_utf8_in_other_headers_is_forwarded_and_logged(
     proxy: Client, upstream: Upstream
 ) -> None:
     body = orjson.dumps(CHAT)
+    port = port_of(proxy)
     status, answer = await raw_exchange(
-        proxy.port,
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n" % proxy.port
+        port,
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n" % port
         + b"Connection: close\r\nHelicone-Request-Id: latin-1\r\nX-Team: Caf\xe9\r\n"
         + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
         + body,
@@ -364,9 +377,10 @@ async def test_non_utf8_in_other_headers_is_forwarded_and_logged(
 async def test_over_long_and_odd_ids_on_management_routes(
     proxy: Client, upstream: Upstream, path: str
 ) -> None:
+    port = port_of(proxy)
     status, answer = await raw_exchange(
-        proxy.port,
-        f"POST {path} HTTP/1.1\r\nHost: localhost:{proxy.port}\r\nConnection: close\r\n".encode()
+        port,
+        f"POST {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n".encode()
         + b'Content-Type: application/json\r\nContent-Length: 15\r\n\r\n{"rating":true}',
     )
     assert 400 <= status < 500, answer[:300]

@@ -12,17 +12,13 @@ from typing import Any
 import openai
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from proxy.api.feedback import MAX_BATCH_ITEMS, MAX_BODY_BYTES
 from proxy.cli import main
 from storage import Row
 from storage.models import utc_iso
 from storage.sqlite import SQLiteStore
-from tests.conftest import ProxyFactory, Upstream, settle, store_of, stored
-
-Client = TestClient[web.Request, web.Application]
+from tests.helpers import Client, ProxyFactory, Upstream, settle, store_of, stored
 
 
 async def chat(client: Client, text: str, **headers: str) -> str:

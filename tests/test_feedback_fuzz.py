@@ -10,16 +10,12 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage import Row
 from storage.models import utc_iso
-from tests.conftest import ProxyFactory, store_of
-
-Client = TestClient[web.Request, web.Application]
+from tests.helpers import Client, ProxyFactory, store_of
 
 KNOWN_ID = "known-1"
 KNOWN_SESSION = "known-session"

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.conftest import AppUpstream, ProxyFactory, Upstream, settle, store_of, stored
+from tests.helpers import AppUpstream, ProxyFactory, Upstream, settle, store_of, stored
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 STREAM = {**CHAT, "stream": True}

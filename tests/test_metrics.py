@@ -6,15 +6,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-
 from proxy.state import STORE
 from storage.errors import StoreError
-from tests.conftest import ProxyFactory, settle
-from tests.serving import parse_metrics
+from tests.helpers import Client, ProxyFactory, parse_metrics, settle
 
-Client = TestClient[web.Request, web.Application]
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count me"}]}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import IN_CI, stored
+from tests.helpers import IN_CI, stored
 
 JS_DIR = Path(__file__).parent / "js"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -18,8 +19,7 @@ from proxy.api.openapi import document
 from proxy.app import create_app
 from proxy.config import Settings
 from proxy.errors import FORWARD_ROUTE
-from tests.conftest import IN_CI
-from tests.serving import LISTEN, clean_env
+from tests.helpers import IN_CI, LISTEN, clean_env
 
 KNOWN_ID = "ticket-42-1700000000"
 KNOWN_SESSION = "chat-7"
@@ -103,18 +103,7 @@ def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert "Traceback" not in text and "unhandled error" not in text, text[-3000:]
 
 
-try:
-    import schemathesis
-    from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (
-        content_type_conformance,
-        response_schema_conformance,
-        status_code_conformance,
-    )
-except ImportError:
-    schemathesis = None
-
-if schemathesis is None:
+if importlib.util.find_spec("schemathesis") is None:
 
     def test_schemathesis_is_installed() -> None:
         if IN_CI:
@@ -122,6 +111,14 @@ if schemathesis is None:
         pytest.skip(MISSING)
 
 else:
+    import schemathesis
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
     schema = schemathesis.openapi.from_dict(document())
 
     def no_stack_trace(ctx: Any, response: Any, case: Any) -> bool | None:

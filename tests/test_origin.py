@@ -7,20 +7,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from tests.conftest import ProxyFactory, Upstream, settle, store_of
+from tests.helpers import Client, ProxyFactory, Upstream, port_of, settle, store_of
 
-Client = TestClient[web.Request, web.Application]
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "secret prompt"}]}
 UPSTREAM_KEY = "sk-operator-secret"
-
-
-def port_of(client: Client) -> int:
-    port = client.server.port
-    assert port is not None
-    return port
 
 
 async def logged_call(client: Client) -> str:
@@ -165,7 +156,7 @@ async def test_cross_site_calls_are_403_and_never_spend_the_key(
     proxy = await make_proxy(upstream={"api_key": UPSTREAM_KEY}, feedback={"wait_ms": 0})
     request_id = await logged_call(proxy)
     upstream.received.clear()
-    calls = [
+    calls: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/v1/chat/completions", {"json": CHAT}),
         ("POST", "/v1/files", {"data": upload()}),
         ("GET", "/v1/models", {}),

@@ -6,9 +6,10 @@ import asyncio
 from typing import Any
 
 import openai
+from openai import AsyncStream
 
 from proxy.state import STORE
-from tests.conftest import ProxyFactory, settle, stored
+from tests.helpers import ProxyFactory, settle, stored
 
 
 async def test_two_replicas_log_into_one_postgres_store(
@@ -29,7 +30,9 @@ async def test_two_replicas_log_into_one_postgres_store(
             extra_headers={"Helicone-Property-Replica": str(n % 2), "Helicone-User-Id": "pg"},
         )
         if n % 3 == 0:
-            async for _ in raw.parse():  # type: ignore[attr-defined]
+            stream = raw.parse()
+            assert isinstance(stream, AsyncStream)
+            async for _ in stream:
                 pass
         return raw.headers["helicone-id"]
 

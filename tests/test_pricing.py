@@ -10,7 +10,7 @@ import pytest
 from proxy.config import ConfigError, load_settings
 from proxy.gateway.pricing import PRICES_FILE, Price, PriceTable, PricingError, parse_override
 from proxy.gateway.sse import Summary
-from tests.conftest import ProxyFactory, stored
+from tests.helpers import ProxyFactory, stored
 
 TABLE = PriceTable.load()
 

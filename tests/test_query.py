@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -17,10 +15,8 @@ from proxy.api.requests import CURSOR_HEADER
 from proxy.cli import main
 from storage.query.filters import KEYED, MAX_CONDITIONS, MAX_DEPTH, TABLES, compile_filter
 from storage.query.filters import OPERATORS as OPERATORS_OF
-from tests.conftest import ProxyFactory
-from tests.logbook import IDS, filled_sqlite, ids_of
-
-Client = TestClient[web.Request, web.Application]
+from tests.helpers import Client, ProxyFactory, ids_of
+from tests.logbook import IDS, filled_sqlite
 
 
 async def query(client: Client, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -335,12 +331,13 @@ async def test_other_methods_are_refused_not_forwarded(proxy: Client) -> None:
     assert response.headers["Allow"] == "POST"
 
 
+SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
 JSON_SCALARS = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+    | st.text(st.characters(exclude_categories=SURROGATES), max_size=12)
     | st.sampled_from(["null", "2024-05-01", "2024-05-01T10:00:00Z", "%", "_", "\\"])
 )
 JSON_VALUES = st.recursive(
@@ -394,7 +391,7 @@ LEAVES = st.dictionaries(
     | JSON_VALUES,
     max_size=2,
 )
-PLAIN_TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"))
+PLAIN_TEXT = st.text(st.characters(exclude_categories=SURROGATES, exclude_characters="\x00"))
 VALUES_OF_KIND = {
     "text": PLAIN_TEXT | st.integers() | st.just("null"),
     "number": st.integers(min_value=-(2**70), max_value=2**70)

@@ -12,7 +12,7 @@ import pytest
 from proxy.config import RetrySettings
 from proxy.gateway.headers import HeaderError
 from proxy.gateway.retry import RetryPolicy, backoff_s, parse_retry, retry_after_s
-from tests.conftest import ProxyFactory, Upstream, stored
+from tests.helpers import ProxyFactory, Upstream, stored
 
 FAST = {
     "Helicone-Retry-Enabled": "true",

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.sandbox import create_sandbox_app
-from tests.conftest import Upstream, store_of, stored
+from tests.helpers import Upstream, store_of, stored
 
 TOOLS: list[Any] = [
     {

@@ -13,18 +13,24 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
-from proxy import auth
 from proxy.app import create_app
 from proxy.auth import KeyRing
 from proxy.cli import is_loopback, main
 from proxy.config import ConfigError, load_settings
-from proxy.sandbox import create_sandbox_app
-from tests.conftest import ProxyFactory, Upstream, settle, stored
-from tests.serving import Served, scrape, start_serve
+from tests.helpers import (
+    Client,
+    ProxyFactory,
+    Served,
+    Upstream,
+    scrape,
+    settle,
+    start_serve,
+    start_upstream,
+    stored,
+)
 
-Client = TestClient[web.Request, web.Application]
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "secret test"}]}
 
 
@@ -82,7 +88,7 @@ def test_every_configured_key_is_compared(monkeypatch: pytest.MonkeyPatch) -> No
         return compare(a, b)
 
     ring = KeyRing(["k1", "k2", sha256("k3"), "k4"])
-    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    monkeypatch.setattr(hmac, "compare_digest", counting)
     for presented, expected in [("k1", True), ("k3", True), ("k4", True), ("nope", False)]:
         calls.clear()
         assert ring.matches(presented) is expected
@@ -184,19 +190,9 @@ async def test_non_loopback_bind_starts_with_keys_or_explicit_opt_out(
 @pytest.fixture
 async def other_upstream() -> AsyncIterator[Upstream]:
     """A second sandbox, to check which host a request reached."""
-    seen: list[Any] = []
-
-    @web.middleware
-    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
-        seen.append(request.path)
-        return await handler(request)
-
-    app = create_sandbox_app()
-    app.middlewares.insert(0, record)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield Upstream(server, seen)
-    await server.close()
+    started = await start_upstream(host="127.0.0.1")
+    yield started
+    await started.server.close()
 
 
 def target_of(upstream: Upstream, host: str = "127.0.0.1") -> str:
@@ -216,7 +212,7 @@ async def test_target_url_reaches_only_an_allowlisted_host_and_port(
         headers={"Helicone-Target-Url": target_of(other_upstream)},
     )
     assert answer.status == 200
-    assert other_upstream.received == ["/v1/chat/completions"]
+    assert [seen.path for seen in other_upstream.received] == ["/v1/chat/completions"]
     assert upstream.received == []
     row = await stored(proxy.app, answer.headers["helicone-id"])
     assert row["request_headers"]["helicone-target-url"] == target_of(other_upstream)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.serving import heap_bytes, scrape, start_serve
+from tests.helpers import heap_bytes, scrape, start_serve
 
 ROUNDS = max(4, int(os.environ.get("RELAYLOG_SOAK_ROUNDS", "8")))
 ROUND_REQUESTS = 1000

@@ -9,16 +9,12 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from proxy.cli import main
 from proxy.state import STORE
 from storage import Row
-from tests.conftest import ProxyFactory
+from tests.helpers import Client, ProxyFactory
 from tests.logbook import filled_sqlite
-
-Client = TestClient[web.Request, web.Application]
 
 
 async def stats(client: Client, body: dict[str, Any]) -> dict[str, Any]:
