@@ -1,5 +1,5 @@
 # `make check` is the whole suite: lint, types, then tests (the README's test command runs it).
-.PHONY: check lint test js
+.PHONY: check lint test test-fast js
 
 check: lint test
 
@@ -13,3 +13,7 @@ js:
 
 test: js
 	pytest
+
+# Everything but the tests that spawn subprocesses (marked slow): the quick loop while editing.
+test-fast:
+	pytest -m "not slow"

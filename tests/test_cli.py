@@ -28,6 +28,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
 IN_FLIGHT = 200
 
 
+@pytest.mark.slow
 async def test_sigterm_finishes_in_flight_requests_and_writes_every_row(
     served: Served, tmp_path: Path
 ) -> None:
@@ -81,6 +82,7 @@ async def run_cli(*args: str) -> str:
     return out.decode()
 
 
+@pytest.mark.slow
 async def test_serve_prints_one_line_and_requests_show_read_the_log(
     served: Served, tmp_path: Path
 ) -> None:
@@ -139,6 +141,7 @@ def test_bad_config_is_reported_not_raised(
     assert "server.port" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 async def test_sandbox_command_serves_the_fake_api(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,

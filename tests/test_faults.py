@@ -400,6 +400,7 @@ conn.execute("COMMIT")
 """
 
 
+@pytest.mark.slow
 async def test_store_locked_by_another_process_for_5s(proxy: Client, tmp_path: Path) -> None:
     await settle(proxy.app)
     locker = await asyncio.create_subprocess_exec(
@@ -469,6 +470,7 @@ async def test_store_failing_past_the_queue_bound_drops_counts_and_warns(
 # Process faults
 
 
+@pytest.mark.slow
 async def test_sigkill_then_restart_finds_a_consistent_store_and_serves(tmp_path: Path) -> None:
     db = tmp_path / "kill.db"
     served = await start_serve(tmp_path, db, "--upstream", "sandbox")

@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import IN_CI, stored
 
+pytestmark = pytest.mark.slow
 JS_DIR = Path(__file__).parent / "js"
 
 

@@ -127,6 +127,7 @@ else:
             raise AssertionError(f"stack trace in the answer: {body[:300]!r}")
         return None
 
+    @pytest.mark.slow
     @schema.parametrize()
     @settings(
         max_examples=30,

@@ -172,6 +172,7 @@ def test_non_loopback_bind_needs_proxy_keys_not_feedback_keys(
         ([], {"RELAYLOG_AUTH_PROXY_KEYS": "pk-bind"}),
     ],
 )
+@pytest.mark.slow
 async def test_non_loopback_bind_starts_with_keys_or_explicit_opt_out(
     tmp_path: Path, args: list[str], env: dict[str, str]
 ) -> None:
@@ -408,6 +409,7 @@ async def drive_traffic(served: Served, answers: list[bytes]) -> None:
             await keep(r)
 
 
+@pytest.mark.slow
 async def test_no_key_in_database_wal_logs_or_answers(tmp_path: Path) -> None:
     db = tmp_path / "keys.db"
     env = {

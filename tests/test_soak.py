@@ -19,9 +19,11 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.helpers import heap_bytes, scrape, start_serve
 
+pytestmark = pytest.mark.slow
 ROUNDS = max(4, int(os.environ.get("RELAYLOG_SOAK_ROUNDS", "8")))
 ROUND_REQUESTS = 1000
 CONNECTIONS = 16
