@@ -8,35 +8,20 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from proxy.api.feedback import add_feedback_routes
-from proxy.api.openapi import openapi
-from proxy.api.requests import add_query_routes
-from proxy.auth import proxy_keyring
+from proxy.api import ROUTES
+from proxy.api.http import mount
+from proxy.auth import AccessPolicy, feedback_keyring, proxy_keyring
 from proxy.config import Settings
-from proxy.errors import FORWARD_ROUTE, ApiError, envelope, error_middleware
+from proxy.errors import FORWARD_ROUTE, error_middleware
 from proxy.gateway.cache import ResponseCache
 from proxy.gateway.exchange import to_row
-from proxy.gateway.forward import FORWARDER, Forwarder, forward
+from proxy.gateway.forward import Forwarder, forward
 from proxy.gateway.pricing import PriceTable
 from proxy.gateway.recorder import Recorder
-from proxy.metrics import METRICS, Metrics, metrics
+from proxy.metrics import Metrics
 from proxy.origin import SITE_POLICY, SitePolicy, site_middleware
-from proxy.state import RECORDER, SETTINGS, STORE
+from proxy.state import FORWARDER, METRICS, POLICY, RECORDER, SETTINGS, STORE
 from storage import open_store
-from storage.errors import StoreError
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return envelope({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    try:
-        await request.app[STORE].ping()
-    except StoreError as exc:
-        raise ApiError(503, f"store unreachable: {exc}") from exc
-    recorder = request.app[RECORDER]
-    return envelope({"status": "ready", "queue_depth": recorder.depth, "dropped": recorder.dropped})
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -80,7 +65,7 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
         app[FORWARDER] = Forwarder(
             session=session,
             recorder=app[RECORDER],
-            keys=proxy_keyring(settings.auth),
+            keys=app[POLICY].proxy,
             upstream_url=upstream.url.rstrip("/"),
             upstream_key=upstream.api_key.get_secret_value() or None,
             max_body_bytes=settings.server.max_body_bytes,
@@ -102,12 +87,14 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SITE_POLICY] = SitePolicy.from_settings(settings)
     app[METRICS] = Metrics()
+    app[POLICY] = AccessPolicy(
+        proxy=proxy_keyring(settings.auth),
+        feedback=feedback_keyring(settings.auth),
+        origins=frozenset(settings.feedback.cors_origins),
+    )
+    # aiohttp unwinds these in reverse: the forwarder stops before the recorder drains,
+    # and the recorder drains before the store closes.
     app.cleanup_ctx.extend([_store_ctx, _recorder_ctx, _forwarder_ctx])
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.json", openapi)
-    add_query_routes(app)
-    add_feedback_routes(app)
+    mount(app, ROUTES)
     app.router.add_route("*", "/v1/{tail:.*}", forward, name=FORWARD_ROUTE)
     return app

@@ -1,10 +1,12 @@
-"""Proxy keys and feedback-only keys: held as SHA-256 digests, checked in constant time."""
+"""Proxy and feedback-only keys (SHA-256 digests, constant-time checks); who may call what."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
 
 from proxy.config import HASH_PREFIX, AuthSettings
 from proxy.errors import ApiError
@@ -59,3 +61,25 @@ def proxy_keyring(auth: AuthSettings) -> KeyRing:
 def feedback_keyring(auth: AuthSettings) -> KeyRing:
     """The keys for posting feedback and scores: proxy keys plus the feedback-only keys."""
     return KeyRing(key.get_secret_value() for key in [*auth.proxy_keys, *auth.feedback_keys])
+
+
+# Which keys a management route takes: none, the proxy keys, or those and the feedback keys.
+KeyPolicy = Literal["open", "proxy", "feedback"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicy:
+    """The management API's keys and CORS origins, built once by create_app."""
+
+    proxy: KeyRing
+    feedback: KeyRing
+    origins: frozenset[str]
+
+    def keyring(self, policy: KeyPolicy) -> KeyRing | None:
+        """The keys a route with `policy` requires (None: no key needed)."""
+        if policy == "open":
+            return None
+        return self.proxy if policy == "proxy" else self.feedback
+
+    def allows_origin(self, origin: str) -> bool:
+        return "*" in self.origins or origin in self.origins

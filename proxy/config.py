@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from proxy.errors import ConfigError
 from proxy.gateway.pricing import parse_override, read_prices
 
 ENV_PREFIX = "RELAYLOG_"
@@ -258,10 +259,6 @@ FLAG_PATHS: dict[str, tuple[str, str]] = {
     "db": ("store", "db"),
     "upstream": ("upstream", "url"),
 }
-
-
-class ConfigError(Exception):
-    """Settings that cannot be loaded; the message says which and why."""
 
 
 def env_name(section: str, name: str) -> str:

@@ -1,12 +1,25 @@
-"""Errors that carry their HTTP status, and the middleware that renders them in two envelopes."""
+"""relaylog's exceptions, and the one middleware that renders ApiError in two envelopes.
+
+    ApiError                an answer with an HTTP status (never a stack trace)
+      HeaderError           a Helicone-* header refused with 400 (server.strict_headers)
+    ConfigError             settings that cannot be loaded (the CLI exits 2)
+    PricingError            (ValueError) a price file or override that cannot be read
+    CliError                a command-line problem reported on one line (exit 2)
+    ClientGone              the client closed its connection mid-stream
+    BadBody                 the sandbox upstream's refusal of a request body
+
+Storage raises its own (storage/errors.py): StoreError > RowRejected, QueryError (ValueError)
+> FilterError, UnknownDataset (LookupError), DatasetExists (ValueError); proxy/api/http.py
+maps them to 503, 400, 404 and 409 at the API's edge.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 log = logging.getLogger("relaylog")
 
@@ -48,17 +61,31 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def method_not_allowed(methods: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """A handler for the other methods on a management path: 405, never forwarded upstream."""
+class HeaderError(ApiError):
+    """A Helicone header the proxy refuses (400)."""
 
-    async def not_allowed(request: web.Request) -> web.StreamResponse:
-        raise ApiError(
-            405,
-            f"{request.method} is not allowed on {request.path}; use {methods}",
-            headers={"Allow": methods},
-        )
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(400, message, code="invalid_helicone_header", param=param)
 
-    return not_allowed
+
+class ConfigError(Exception):
+    """Settings that cannot be loaded; the message says which and why."""
+
+
+class PricingError(ValueError):
+    """A price file or override that cannot be read; the message says which and why."""
+
+
+class CliError(Exception):
+    """A problem reported to the user as one line on stderr with exit code 2."""
+
+
+class ClientGone(Exception):
+    """The client closed its connection while the answer was being streamed."""
+
+
+class BadBody(Exception):
+    """The request body is not the JSON object a sandbox endpoint needs."""
 
 
 def openai_error_body(err: ApiError) -> bytes:
@@ -95,9 +122,6 @@ def envelope_error(err: ApiError) -> web.Response:
 
 def _is_forwarded(request: web.Request) -> bool:
     return request.match_info.route.name == FORWARD_ROUTE
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -11,9 +10,9 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from proxy.errors import ApiError
 from proxy.gateway.exchange import Exchange
 from proxy.gateway.recorder import Recorder
+from proxy.state import METRICS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 NO_STATUS = "none"
@@ -104,33 +103,8 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-METRICS = web.AppKey("metrics", Metrics)
-
-
 async def metrics(request: web.Request) -> web.Response:
     """`GET /metrics` in Prometheus' text format."""
     return web.Response(
         body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def counted(endpoint: str, handler: Handler) -> Handler:
-    """Count each call of a management endpoint by its answer's status."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except (ApiError, web.HTTPException) as exc:
-            status = exc.status
-            raise
-        finally:
-            request.app[METRICS].count_feedback(endpoint, status)
-
-    return wrapped

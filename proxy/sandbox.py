@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from proxy.errors import BadBody
+
 FAULT_HEADER = "Sandbox-Fault"
 MAX_FAULTS_SEEN = 10_000
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o4-mini", "text-embedding-3-small")
@@ -153,10 +155,6 @@ def _bad_request(message: str) -> web.Response:
         "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}
     }
     return web.Response(body=orjson.dumps(body), status=400, content_type="application/json")
-
-
-class BadBody(Exception):
-    """The request body is not the JSON object an endpoint needs."""
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.gateway.forward import FORWARDER
 from proxy.gateway.replay import split_events
+from proxy.state import FORWARDER
 from storage.cache import CacheEntry, CacheFilter
 from tests.helpers import AppUpstream, ProxyFactory, Upstream, store_of, stored
 

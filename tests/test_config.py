@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, Settings, example_toml, load_settings
+from proxy.config import Settings, example_toml, load_settings
+from proxy.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 

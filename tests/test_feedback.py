@@ -13,7 +13,8 @@ import openai
 import orjson
 import pytest
 
-from proxy.api.feedback import MAX_BATCH_ITEMS, MAX_BODY_BYTES
+from proxy.api.models import MAX_BATCH_ITEMS
+from proxy.api.models import MAX_FEEDBACK_BODY_BYTES as MAX_BODY_BYTES
 from proxy.cli import main
 from storage import Row
 from storage.models import utc_iso

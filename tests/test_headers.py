@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
+from proxy.errors import HeaderError
 from proxy.gateway.headers import (
-    HeaderError,
     client_response_headers,
     is_valid_request_id,
     loggable_headers,

@@ -7,8 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.config import ConfigError, load_settings
-from proxy.gateway.pricing import PRICES_FILE, Price, PriceTable, PricingError, parse_override
+from proxy.config import load_settings
+from proxy.errors import ConfigError, PricingError
+from proxy.gateway.pricing import PRICES_FILE, Price, PriceTable, parse_override
 from proxy.gateway.sse import Summary
 from tests.helpers import ProxyFactory, stored
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from proxy.config import RetrySettings
-from proxy.gateway.headers import HeaderError
+from proxy.errors import HeaderError
 from proxy.gateway.retry import RetryPolicy, backoff_s, parse_retry, retry_after_s
 from tests.helpers import ProxyFactory, Upstream, stored
 

@@ -18,7 +18,8 @@ from aiohttp.test_utils import TestServer
 from proxy.app import create_app
 from proxy.auth import KeyRing
 from proxy.cli import is_loopback, main
-from proxy.config import ConfigError, load_settings
+from proxy.config import load_settings
+from proxy.errors import ConfigError
 from tests.helpers import (
     Client,
     ProxyFactory,

@@ -1,17 +1,16 @@
-"""Datasets (Helicone's "Add to dataset"): named sets of logged requests to curate and export.
+"""Datasets (Helicone's "Add to dataset") under Helicone's `/v1/helicone-dataset` routes.
 
-The routes follow Helicone's `/v1/helicone-dataset` API; storage/query/datasets.py holds the
-operations, and `GET /v1/export?dataset=NAME` or `relaylog export --dataset NAME` writes one out.
+storage/query/datasets.py holds the operations; `GET /v1/export?dataset=NAME` or
+`relaylog export --dataset NAME` writes a dataset out.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from proxy.api.http import Handler, read_body
+from proxy.api.models import DatasetCreateBody, DatasetListBody, DatasetMutateBody
 from proxy.errors import envelope
 from proxy.state import STORE
 from storage.query.datasets import (
@@ -24,48 +23,13 @@ from storage.query.datasets import (
 )
 from storage.query.filters import Condition, compile_filter
 
-MAX_IDS = 10_000
-
-# Text columns in PostgreSQL cannot hold NUL, so no name or id may contain one.
-NO_NUL = r"^[^\x00]*$"
-Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=NO_NUL)
-]
-RequestId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
-RequestIds = Annotated[list[RequestId], Field(max_length=MAX_IDS)]
-
-
-class CreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    datasetName: Name
-    requestIds: RequestIds = Field(default_factory=list)
-    filter: Any = None
-    description: Annotated[str, StringConstraints(max_length=4096, pattern=NO_NUL)] | None = None
-    # Helicone's optional metadata; relaylog keeps none of it.
-    meta: dict[str, Any] | None = None
-
-
-class MutateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    addRequests: RequestIds = Field(default_factory=list)
-    removeRequests: RequestIds = Field(default_factory=list)
-    addFilter: Any = None
-
-
-class ListBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    datasetIds: list[RequestId] | None = Field(None, max_length=MAX_IDS)
-
 
 def _condition(tree: Any, where: str) -> Condition | None:
     return None if tree is None else compile_filter(tree, where)
 
 
-async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_body(request, CreateBody)
+async def create(request: web.Request, body: DatasetCreateBody) -> web.StreamResponse:
+    """A new dataset from request ids and/or a filter tree; 409 if the name is taken."""
     store = request.app[STORE]
     condition = _condition(body.filter, "filter")
     unknown = await unknown_ids(store, body.requestIds)
@@ -75,13 +39,13 @@ async def create(request: web.Request) -> web.StreamResponse:
     return envelope({**created, "unknown": unknown}, status=201)
 
 
-async def query(request: web.Request) -> web.StreamResponse:
-    body = await read_body(request, ListBody)
+async def query(request: web.Request, body: DatasetListBody) -> web.StreamResponse:
+    """Every dataset, or those with the given ids, with their row counts."""
     return envelope(await list_datasets(request.app[STORE], body.datasetIds))
 
 
-async def mutate(request: web.Request) -> web.StreamResponse:
-    body = await read_body(request, MutateBody)
+async def mutate(request: web.Request, body: DatasetMutateBody) -> web.StreamResponse:
+    """Add or remove rows by id, or add rows by filter, in one transaction."""
     store = request.app[STORE]
     dataset = await require_dataset(store, request.match_info["id"])
     condition = _condition(body.addFilter, "addFilter")
@@ -93,15 +57,8 @@ async def mutate(request: web.Request) -> web.StreamResponse:
 
 
 async def delete(request: web.Request) -> web.StreamResponse:
+    """Delete a dataset; its requests stay logged."""
     store = request.app[STORE]
     dataset = await require_dataset(store, request.match_info["id"])
     await delete_dataset(store, dataset["id"])
     return envelope({"datasetId": dataset["id"], "deleted": True})
-
-
-DATASET_ROUTES: tuple[tuple[str, str, Handler], ...] = (
-    ("/v1/helicone-dataset", "POST", create),
-    ("/v1/helicone-dataset/query", "POST", query),
-    ("/v1/helicone-dataset/{id}/mutate", "POST", mutate),
-    ("/v1/helicone-dataset/{id}/delete", "POST", delete),
-)

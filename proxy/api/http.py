@@ -1,47 +1,93 @@
-"""Plumbing shared by the query and dataset endpoints: JSON bodies, the key guard, routes."""
+"""The management API's plumbing: the Route record, endpoint() around every handler, bodies.
+
+endpoint() checks the route's keys, adds CORS headers (errors included), reads and validates
+the body with read_model(), maps storage's errors to statuses and counts metered calls.
+mount() registers a route table: other methods on a path get 405 (never the upstream), and
+CORS routes answer the browser's preflight.
+"""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ValidationError
 
-from proxy.auth import KeyRing, proxy_keyring
+from proxy.api.models import Body, json_type
+from proxy.auth import KeyPolicy
 from proxy.bodies import read_bounded
-from proxy.errors import ApiError, method_not_allowed
-from proxy.state import SETTINGS
+from proxy.errors import ApiError
+from proxy.state import METRICS, POLICY, SETTINGS
 from storage.errors import DatasetExists, FilterError, QueryError, StoreError, UnknownDataset
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-BodyT = TypeVar("BodyT", bound=BaseModel)
-KEYS = web.AppKey("management_keys", KeyRing)
+CORS_ALLOW_HEADERS = "Authorization, Content-Type"
+CORS_MAX_AGE_S = "600"
+MAX_PROBLEMS = 3
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+# A handler takes the request, and the validated body when its route has one.
+RouteHandler = Callable[..., Awaitable[web.StreamResponse]]
 
 
-async def read_body(request: web.Request, model: type[BodyT]) -> BodyT:
-    """The JSON body validated by `model` (an empty body is `{}`); 400 names the first problem."""
-    server = request.app[SETTINGS].server
-    raw = await read_bounded(request, server.max_body_bytes, server.body_timeout_s)
-    try:
-        data = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from exc
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One management endpoint: what serves it, who may call it, and what it is for."""
+
+    method: str
+    path: str
+    handler: RouteHandler
+    name: str
+    summary: str
+    body: type[Body] | None = None
+    keys: KeyPolicy = "proxy"
+    cors: bool = False
+    # Counted in relaylog_feedback_requests_total.
+    metered: bool = False
+
+
+def _problems(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False)[:MAX_PROBLEMS]:
+        where = ".".join(str(part)[:64] for part in error["loc"]) or "body"
+        problems.append(f"{where}: {str(error['msg']).removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def validate(model: type[ModelT], data: object) -> ModelT:
+    """`data` as `model`; 400 naming the first problems otherwise."""
     if not isinstance(data, dict):
-        raise ApiError(400, "body must be a JSON object", code="invalid_body")
-    return validate(model, data)
-
-
-def validate(model: type[BodyT], data: object) -> BodyT:
+        raise ApiError(
+            400, f"body must be a JSON object, not {json_type(data)}", code="invalid_body"
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "body"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise ApiError(400, f"{where}: {message}", code="invalid_body") from None
+        raise ApiError(400, f"invalid body: {_problems(exc)}", code="invalid_body") from None
+
+
+def body_required(model: type[BaseModel]) -> bool:
+    """Whether a body must be sent: an empty body stands for `{}` when no field is required."""
+    return any(f.is_required() for f in model.model_fields.values())
+
+
+async def read_model(request: web.Request, model: type[Body]) -> Body:
+    """The JSON body, bounded in size and time, validated by `model`."""
+    server = request.app[SETTINGS].server
+    limit = min(server.max_body_bytes, model.max_bytes or server.max_body_bytes)
+    raw = await read_bounded(request, limit, server.body_timeout_s)
+    if not raw.strip():
+        if body_required(model):
+            raise ApiError(400, "body is empty; send a JSON object", code="invalid_body")
+        return validate(model, {})
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_body") from None
+    return validate(model, data)
 
 
 def domain_error(exc: Exception) -> ApiError:
@@ -60,25 +106,108 @@ def domain_error(exc: Exception) -> ApiError:
 DOMAIN_ERRORS = (StoreError, QueryError, UnknownDataset, DatasetExists)
 
 
-def guarded(handler: Handler) -> Handler:
-    """Proxy key required when keys are configured; storage's errors mapped to statuses."""
+def _cors_headers(request: web.Request) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if origin is None or not request.app[POLICY].allows_origin(origin):
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
-    @functools.wraps(handler)
+
+async def _call(route: Route, request: web.Request) -> web.StreamResponse:
+    keys = request.app[POLICY].keyring(route.keys)
+    if keys is not None:
+        keys.require(request.headers.get("Authorization"), "Authorization")
+    if route.body is None:
+        return await route.handler(request)
+    return await route.handler(request, await read_model(request, route.body))
+
+
+def endpoint(route: Route) -> Handler:
+    """The aiohttp handler for `route`: keys, CORS, body, storage errors, metrics."""
+
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        request.app[KEYS].require(request.headers.get("Authorization"), "Authorization")
+        cors = _cors_headers(request) if route.cors else {}
+        status = 500
         try:
-            return await handler(request)
+            response = await _call(route, request)
+            status = response.status
+        except ApiError as err:
+            status = err.status
+            err.headers.update(cors)
+            raise
         except DOMAIN_ERRORS as exc:
-            raise domain_error(exc) from exc
+            mapped = domain_error(exc)
+            status = mapped.status
+            mapped.headers.update(cors)
+            raise mapped from exc
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            if route.metered:
+                request.app[METRICS].count_feedback(route.name, status)
+        if cors:
+            response.headers.update(cors)
+        return response
 
+    wrapped.__name__ = wrapped.__qualname__ = route.name
     return wrapped
 
 
-def add_routes(app: web.Application, routes: Sequence[tuple[str, str, Handler]]) -> None:
-    """Register guarded routes; other methods on their paths get 405, never the upstream."""
-    if KEYS not in app:
-        app[KEYS] = proxy_keyring(app[SETTINGS].auth)
-    for path, method, handler in routes:
-        resource = app.router.add_resource(path)
-        resource.add_route(method, guarded(handler))
-        resource.add_route("*", method_not_allowed(method))
+def preflight(methods: str) -> Handler:
+    """Answer a browser's CORS preflight; no key is needed (browsers send none)."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return web.Response(status=204, headers={"Allow": methods})
+        if not request.app[POLICY].allows_origin(origin):
+            raise ApiError(
+                403,
+                f"origin {origin!r} may not call this endpoint; add it to feedback.cors_origins",
+                code="origin_not_allowed",
+            )
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": methods,
+                "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+                "Access-Control-Max-Age": CORS_MAX_AGE_S,
+                "Vary": "Origin",
+            },
+        )
+
+    return answer
+
+
+def method_not_allowed(methods: str) -> Handler:
+    """A handler for the other methods on a management path: 405, never forwarded upstream."""
+
+    async def not_allowed(request: web.Request) -> web.StreamResponse:
+        raise ApiError(
+            405,
+            f"{request.method} is not allowed on {request.path}; use {methods}",
+            headers={"Allow": methods},
+        )
+
+    return not_allowed
+
+
+def mount(app: web.Application, routes: Sequence[Route]) -> None:
+    """Register `routes` in order (before the forward catch-all), one resource per path."""
+    by_path: dict[str, list[Route]] = {}
+    for route in routes:
+        by_path.setdefault(route.path, []).append(route)
+    for path, served in by_path.items():
+        resource = app.router.add_resource(path, name=served[0].name)
+        methods = [route.method for route in served]
+        if any(route.cors for route in served):
+            methods.append("OPTIONS")
+            resource.add_route("OPTIONS", preflight(", ".join(methods)))
+        for route in served:
+            handler = endpoint(route)
+            resource.add_route(route.method, handler)
+            if route.method == "GET":
+                resource.add_route("HEAD", handler)
+        resource.add_route("*", method_not_allowed(", ".join(methods)))

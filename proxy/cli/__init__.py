@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
 from proxy import __version__
-from proxy.api.feedback import FeedbackBody
+from proxy.api.models import FeedbackBody
 from proxy.app import create_app
 from proxy.cli.reports import (
     add_filter_args,
@@ -31,8 +31,8 @@ from proxy.cli.reports import (
     export_rows,
     show_stats,
 )
-from proxy.config import ConfigError, Settings, load_settings
-from proxy.errors import ApiError
+from proxy.config import Settings, load_settings
+from proxy.errors import ApiError, CliError, ConfigError
 from proxy.gateway.headers import is_valid_request_id
 from proxy.sandbox import create_sandbox_app
 from storage import Store, open_store
@@ -55,10 +55,6 @@ LIST_COLUMNS = (
     "total_tokens",
     "user_id",
 )
-
-
-class CliError(Exception):
-    """A problem reported to the user as one line on stderr with exit code 2."""
 
 
 class MalformedRequestFilter(logging.Filter):

@@ -14,9 +14,10 @@ from typing import Any
 import orjson
 
 from proxy.config import CacheSettings
+from proxy.errors import HeaderError
 from proxy.gateway import sse
 from proxy.gateway.exchange import Exchange
-from proxy.gateway.headers import HeaderError, _flag, _text
+from proxy.gateway.headers import _flag, _text
 from storage import Store
 from storage.cache import CacheEntry
 from storage.errors import StoreError

@@ -16,7 +16,7 @@ from yarl import URL
 from proxy.auth import KeyRing
 from proxy.bodies import read_bounded
 from proxy.config import CacheSettings, RetrySettings
-from proxy.errors import ApiError
+from proxy.errors import ApiError, ClientGone, HeaderError
 from proxy.gateway import replay
 from proxy.gateway.cache import (
     CachePolicy,
@@ -28,7 +28,6 @@ from proxy.gateway.cache import (
 )
 from proxy.gateway.exchange import Exchange
 from proxy.gateway.headers import (
-    HeaderError,
     HeliconeOptions,
     client_response_headers,
     loggable_headers,
@@ -39,6 +38,7 @@ from proxy.gateway.headers import (
 from proxy.gateway.recorder import Recorder
 from proxy.gateway.retry import RetryPolicy, Target, attempt, parse_retry
 from proxy.gateway.sse import UsageChunkFilter
+from proxy.state import FORWARDER
 from storage.cache import CacheEntry
 
 # Non-streamed upstream answers up to this size are read whole and sent in one write.
@@ -72,13 +72,6 @@ class CallPlan:
 
     cache: CachePolicy | None
     retry: RetryPolicy | None
-
-
-FORWARDER = web.AppKey("forwarder", Forwarder)
-
-
-class ClientGone(Exception):
-    """The client closed its connection while the answer was being streamed."""
 
 
 def _elapsed_ms(start: float) -> float:

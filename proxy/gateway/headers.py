@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from proxy.errors import ApiError
+from proxy.errors import HeaderError
 
 HOP_BY_HOP = frozenset(
     {
@@ -46,13 +46,6 @@ MAX_PROPERTIES = 64
 MAX_PROPERTY_BYTES = 1024
 MAX_FIELD_CHARS = 1024
 PROPERTY_PREFIX = "helicone-property-"
-
-
-class HeaderError(ApiError):
-    """A Helicone header the proxy refuses (400)."""
-
-    def __init__(self, message: str, param: str) -> None:
-        super().__init__(400, message, code="invalid_helicone_header", param=param)
 
 
 @dataclass(slots=True)

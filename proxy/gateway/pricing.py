@@ -10,15 +10,12 @@ from typing import Any
 
 import orjson
 
+from proxy.errors import PricingError
 from proxy.gateway.sse import Summary
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
 DATED_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 PER_TOKENS = 1_000_000
-
-
-class PricingError(ValueError):
-    """A price file or override that cannot be read; the message says which and why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 
 from proxy.config import RetrySettings
-from proxy.gateway.headers import HeaderError, _flag
+from proxy.errors import HeaderError
+from proxy.gateway.headers import _flag
 
 ENABLED = "Helicone-Retry-Enabled"
 NUM = "Helicone-Retry-Num"

@@ -1,0 +1,94 @@
+"""GET /v1/export: matching rows streamed as jsonl, openai-chat fine-tuning lines or csv."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+from aiohttp import web
+from multidict import MultiMapping
+
+from proxy.api.models import MAX_OFFSET
+from proxy.errors import ApiError
+from proxy.state import STORE
+from storage.errors import StoreError
+from storage.query.export import FORMATS, ExportCounts, export_chunks
+from storage.query.filters import compile_filter, conjoin
+from storage.query.selection import Selection, selection_tree
+
+log = logging.getLogger("relaylog.export")
+
+EXPORT_PARAMS = frozenset(
+    {"model", "user", "session", "outcome", "property", "score", "feedback", "since", "until"}
+    | {"dataset", "filter", "format", "limit"}
+)
+
+
+def export_request(query: MultiMapping[str]) -> tuple[Any, str, int | None]:
+    """(filter tree, format, limit) from GET /v1/export's query string."""
+    for name in query:
+        if name not in EXPORT_PARAMS:
+            raise ApiError(400, f"unknown query parameter {name!r}", code="invalid_query")
+    fmt = query.get("format", "jsonl")
+    if fmt not in FORMATS:
+        raise ApiError(400, f"format must be one of {', '.join(FORMATS)}", code="invalid_query")
+    limit = None
+    if "limit" in query:
+        try:
+            limit = int(query["limit"])
+        except ValueError:
+            limit = 0
+        if not 0 < limit <= MAX_OFFSET:
+            raise ApiError(400, "limit must be a positive integer", code="invalid_query")
+    tree: Any = "all"
+    if "filter" in query:
+        try:
+            tree = orjson.loads(query["filter"])
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"filter is not valid JSON: {exc}", code="invalid_query") from None
+    selection = Selection(
+        feedback=query.get("feedback"),
+        models=query.getall("model", []),
+        users=query.getall("user", []),
+        sessions=query.getall("session", []),
+        outcomes=query.getall("outcome", []),
+        properties=query.getall("property", []),
+        scores=query.getall("score", []),
+        since=query.get("since"),
+        until=query.get("until"),
+        dataset=query.get("dataset"),
+    )
+    return conjoin(tree, selection_tree(selection)), fmt, limit
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    """Stream the export; a store failure after the first byte breaks the download."""
+    tree, fmt, limit = export_request(request.query)
+    condition = compile_filter(tree)
+    content_type, extension = FORMATS[fmt]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "Content-Disposition": f'attachment; filename="relaylog-export.{extension}"',
+        }
+    )
+    await response.prepare(request)
+    counts = ExportCounts()
+    chunks = export_chunks(request.app[STORE], condition, fmt, counts, limit=limit)
+    try:
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                await response.write(chunk)
+    except ConnectionResetError:
+        return response
+    except StoreError as exc:
+        # The status line is sent: drop the connection before the last chunk so the client
+        # sees a broken download, not a complete one.
+        log.error("export stopped after %d rows: %s", counts.rows, exc)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response

@@ -1,0 +1,24 @@
+"""GET /healthz (the process answers) and GET /readyz (the store answers too)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.errors import ApiError, envelope
+from proxy.state import RECORDER, STORE
+from storage.errors import StoreError
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: answered without touching the store."""
+    return envelope({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the store answers a ping; the log queue's depth and drops so far."""
+    try:
+        await request.app[STORE].ping()
+    except StoreError as exc:
+        raise ApiError(503, f"store unreachable: {exc}") from exc
+    recorder = request.app[RECORDER]
+    return envelope({"status": "ready", "queue_depth": recorder.depth, "dropped": recorder.dropped})
