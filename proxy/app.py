@@ -70,6 +70,7 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
             upstream_key=upstream.api_key.get_secret_value() or None,
             max_body_bytes=settings.server.max_body_bytes,
             body_timeout_s=settings.server.body_timeout_s,
+            capture_bytes=settings.recorder.max_body_bytes,
             targets=frozenset(host.strip().lower() for host in upstream.target_allowlist),
             cache=ResponseCache(app[STORE], settings.cache),
             cache_defaults=settings.cache,

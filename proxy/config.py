@@ -110,6 +110,12 @@ class RecorderSettings(Section):
     drain_timeout_s: float = Field(
         30.0, gt=0, description="On shutdown, how long to keep retrying queued rows."
     )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes of each request and response body stored; the client still "
+        "gets everything, the row notes the cut.",
+    )
 
 
 class FeedbackSettings(Section):

@@ -65,3 +65,32 @@ def test_price_callback_sets_cost() -> None:
     row = to_row(ex, price=lambda model, s: 0.5 if model == "gpt-4o" else None)
     assert row.cost_usd == 0.5
     assert row.total_tokens == 15
+
+
+def test_bodies_over_the_bound_are_stored_cut_at_a_character_and_marked() -> None:
+    text = "é" * 3000  # two bytes each: a cut at 4097 bytes falls inside one
+    body = orjson.dumps({"model": "gpt-4o", "input": text})
+    ex = Exchange(
+        id="x",
+        started_at=0,
+        method="POST",
+        path="/v1/embeddings",
+        request_body=body,
+        request_content_type="application/json",
+        response_content_type="application/json",
+        capture_bytes=4097,
+    )
+    for at in range(0, len(body), 1000):
+        ex.capture(body[at : at + 1000])
+    row = to_row(ex)
+    assert row.request_bytes == len(body) and row.response_bytes == len(body)
+    assert row.request_body is not None and row.response_body is not None
+    assert body.decode().startswith(row.request_body)
+    assert body.decode().startswith(row.response_body)
+    assert 4090 < len(row.request_body.encode()) <= 4097
+    assert 4090 < len(row.response_body.encode()) <= 4097
+    assert row.error is not None
+    kept = len(row.request_body.encode())
+    assert f"request body truncated for the log: {kept} of {len(body)} bytes" in row.error
+    assert "response body truncated" in row.error
+    assert row.request_model is None and row.prompt_tokens is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -359,3 +360,78 @@ async def test_no_credential_reaches_the_store(make_proxy: ProxyFactory, tmp_pat
         data = path.read_bytes()
         for secret in secrets:
             assert secret.encode() not in data, f"{secret} found in {path.name}"
+
+
+def big_answer_app() -> web.Application:
+    """An upstream answering `X-Size` bytes of text in 64 KiB pieces: SSE events or one JSON."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        size = int(request.headers["X-Size"])
+        piece = "y" * 65_536
+        usage = {"prompt_tokens": 7, "completion_tokens": size // 4, "total_tokens": 7 + size // 4}
+        if not (await request.json()).get("stream"):
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            await response.write(b'{"model": "gpt-4o-mini", "choices": [{"message": {"content": "')
+            for _ in range(size // len(piece)):
+                await response.write(piece.encode())
+            await response.write(b'"}}], "usage": ' + orjson.dumps(usage) + b"}")
+            return response
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base = {"id": "c", "model": "gpt-4o-mini"}
+        for _ in range(size // len(piece)):
+            delta = {**base, "choices": [{"index": 0, "delta": {"content": piece}}]}
+            await response.write(b"data: " + orjson.dumps(delta) + b"\n\n")
+        done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await response.write(b"data: " + orjson.dumps(done) + b"\n\n")
+        tail = {**base, "choices": [], "usage": usage}
+        await response.write(b"data: " + orjson.dumps(tail) + b"\n\ndata: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+async def test_a_large_answer_reaches_the_client_whole_and_the_log_keeps_a_bounded_part(
+    make_proxy: ProxyFactory, app_upstream: AppUpstream, stream: bool
+) -> None:
+    cap = 1024 * 1024
+    proxy = await make_proxy(
+        upstream={"url": await app_upstream(big_answer_app())},
+        recorder={"max_body_bytes": cap},
+    )
+
+    async def call(size: int) -> tuple[str, int, int]:
+        """The request id, the bytes the client got, and the peak traced memory meanwhile."""
+        tracemalloc.start()
+        try:
+            answer = await proxy.post(
+                "/v1/chat/completions",
+                json={**CHAT, "stream": stream},
+                headers={"X-Size": str(size)},
+            )
+            received = 0
+            async for data in answer.content.iter_any():
+                received += len(data)
+            await settle(proxy.app)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return answer.headers["helicone-id"], received, peak
+
+    _, _, small_peak = await call(2 * cap)
+    request_id, received, large_peak = await call(24 * cap)
+    assert received > 24 * cap
+    # Twelve times the answer may not cost twelve times the memory: what is kept is bounded.
+    assert large_peak < 3 * small_peak, (small_peak, large_peak)
+    row = await stored(proxy.app, request_id)
+    assert row["response_bytes"] == received
+    assert len(row["response_body"]) <= cap + 4096
+    assert "truncated" in row["error"] or "not kept" in row["error"]
+    if stream:
+        # Usage arrives after the text and is kept even though the text was cut.
+        assert row["prompt_tokens"] == 7 and row["finish_reason"] == "stop"
+        assert row["outcome"] == "ok"

@@ -146,6 +146,8 @@ def is_complete(ex: Exchange) -> bool:
     """True for an answer worth storing: a 2xx that arrived whole."""
     if ex.status is None or not 200 <= ex.status < 300 or ex.outcome != "ok":
         return False
+    if ex.response_cut:
+        return False
     if ex.is_stream:
         return sse.assemble(b"".join(ex.response_chunks)).done
     return True

@@ -1,7 +1,8 @@
 """One proxied exchange as the handler saw it, and its conversion to a stored Row.
 
-The handler only collects bytes and timings; parsing (JSON, SSE assembly, usage, cost) happens
-here, in the writer task, off the request's hot path.
+The handler collects bytes and timings, at most `capture_bytes` of each body; a stream is
+folded as it arrives (linear, a chunk at a time). Parsing the rest (JSON, usage, cost) happens
+here, in the writer task, on bodies no larger than that bound.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import orjson
 from proxy.gateway import sse
 from storage.models import Row, utc_iso
 
+# What is kept of each body for the log unless recorder.max_body_bytes says otherwise.
+CAPTURE_BYTES = 4 * 1024 * 1024
 TEXT_TYPES = ("json", "text/", "x-www-form-urlencoded", "event-stream", "xml")
 
 PriceFn = Callable[[str | None, sse.Summary], float | None]
@@ -41,6 +44,9 @@ class Exchange:
     request_body: bytes | None = None
     response_content_type: str = ""
     response_chunks: list[bytes] = field(default_factory=list)
+    response_size: int = 0  # every response byte the client got, kept or not
+    capture_bytes: int = CAPTURE_BYTES
+    stream: sse.StreamAssembler | None = None
     is_stream: bool = False
     status: int | None = None
     outcome: str = "ok"
@@ -54,6 +60,40 @@ class Exchange:
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
     fallback_index: int | None = None
     upstream_target: str | None = None
+
+    @property
+    def response_cut(self) -> bool:
+        """True when part of the answer was not kept (it exceeded `capture_bytes`)."""
+        return self.response_size > self.capture_bytes
+
+    def capture(self, chunk: bytes) -> None:
+        """Keep `chunk` for the log within `capture_bytes`; fold it in when streamed."""
+        kept = self.response_size
+        self.response_size += len(chunk)
+        if kept < self.capture_bytes:
+            self.response_chunks.append(chunk[: self.capture_bytes - kept])
+        if self.is_stream:
+            if self.stream is None:
+                self.stream = sse.StreamAssembler(self.capture_bytes)
+            self.stream.feed(chunk)
+
+
+def _truncated_note(kind: str, kept: int, size: int) -> str:
+    return f"{kind} body truncated for the log: {kept} of {size} bytes kept"
+
+
+def _note(row: Row, note: str) -> None:
+    row.error = f"{row.error}; {note}" if row.error else note
+
+
+def _utf8_prefix(data: bytes) -> bytes:
+    """`data` without the incomplete UTF-8 sequence a cut may have left at its end."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data":
+            return data[: exc.start]
+    return data
 
 
 def _as_text(data: bytes | None, content_type: str) -> str | None:
@@ -122,27 +162,43 @@ def fallback_row(ex: Exchange) -> Row:
 def to_row(ex: Exchange, price: PriceFn | None = None) -> Row:
     """Parse bodies, assemble streams, read usage and model, price the call."""
     row = fallback_row(ex)
-    request_text = _as_text(ex.request_body, ex.request_content_type)
-    request_json = _json(request_text)
+    cap = ex.capture_bytes
+    request_body = ex.request_body
+    row.request_bytes = len(request_body) if request_body is not None else None
+    request_cut = request_body is not None and len(request_body) > cap
+    if request_cut and request_body is not None:
+        kept = _utf8_prefix(request_body[:cap])
+        _note(row, _truncated_note("request", len(kept), len(request_body)))
+        request_body = kept
+    request_text = _as_text(request_body, ex.request_content_type)
+    request_json = None if request_cut else _json(request_text)
     if isinstance(request_json, dict) and isinstance(request_json.get("model"), str):
         row.request_model = request_json["model"]
     raw = b"".join(ex.response_chunks)
-    row.request_bytes = len(ex.request_body) if ex.request_body is not None else None
-    row.response_bytes = len(raw)
+    size = max(ex.response_size, len(raw))
+    row.response_bytes = size
+    response_cut = size > len(raw)
+    if response_cut:
+        raw = _utf8_prefix(raw)
     stream_done = True
     if ex.is_stream:
-        assembled = sse.assemble(raw)
+        assembled = ex.stream.result() if ex.stream is not None else sse.assemble(raw, cap)
         body: Any = assembled.body
         stream_done = assembled.done
         response_text = None if body is None else orjson.dumps(body).decode()
         if body is None and raw:
             response_text = _as_text(raw, ex.response_content_type)
+        if assembled.truncated:
+            _note(row, f"streamed text over {cap} bytes was not kept for the log")
+        elif response_cut and body is None:
+            _note(row, _truncated_note("response", len(raw), size))
         if assembled.malformed:
-            note = f"{assembled.malformed} malformed SSE event(s)"
-            row.error = f"{row.error}; {note}" if row.error else note
+            _note(row, f"{assembled.malformed} malformed SSE event(s)")
     else:
         response_text = _as_text(raw, ex.response_content_type)
-        body = _json(response_text)
+        body = None if response_cut else _json(response_text)
+        if response_cut:
+            _note(row, _truncated_note("response", len(raw), size))
     summary = sse.summarize(body)
     if row.outcome == "ok" and not stream_done and not summary.finish_reason:
         row.outcome = "stream_incomplete"

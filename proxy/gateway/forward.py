@@ -59,6 +59,8 @@ class Forwarder:
     upstream_key: str | None
     max_body_bytes: int
     body_timeout_s: float
+    # At most this much of each body is kept for the log (recorder.max_body_bytes).
+    capture_bytes: int
     # Lowercased `host` or `host:port` entries a request may name in Helicone-Target-Url.
     targets: frozenset[str]
     cache: ResponseCache
@@ -163,6 +165,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         query=request.rel_url.raw_query_string or None,
         request_headers=loggable_headers(request.headers),
         request_content_type=request.headers.get("Content-Type", ""),
+        capture_bytes=fw.capture_bytes,
     )
     try:
         options = parse_helicone(request.headers)
@@ -315,7 +318,7 @@ async def _serve_hit(
     ex.cache_hit, ex.cache_source_id = True, entry.source_request_id
     if body is not None:
         ex.response_content_type = entry.content_type if not entry.is_stream else "application/json"
-        ex.response_chunks.append(body)
+        ex.capture(body)
         headers["Content-Type"] = ex.response_content_type
         return web.Response(body=body, status=entry.status, headers=headers)
     ex.is_stream, ex.response_content_type = True, "text/event-stream"
@@ -326,7 +329,7 @@ async def _serve_hit(
         for event in events or ():
             if ex.ttft_ms is None:
                 ex.ttft_ms = _elapsed_ms(start)
-            ex.response_chunks.append(event)
+            ex.capture(event)
             await _write(request, response, event)
         await response.write_eof()
     except (ClientGone, ConnectionResetError):
@@ -361,7 +364,7 @@ async def _answer(
     length = upstream.content_length
     if not ex.is_stream and length is not None and length <= BUFFER_LIMIT:
         data = await upstream.read()
-        ex.response_chunks.append(data)
+        ex.capture(data)
         if keep is not None:
             await keep()
         return web.Response(body=data, status=upstream.status, headers=headers)
@@ -394,10 +397,12 @@ async def _tee(
     async for chunk in upstream.content.iter_any():
         if ex.ttft_ms is None and ex.is_stream:
             ex.ttft_ms = _elapsed_ms(start)
-        ex.response_chunks.append(chunk)
         out = usage_filter.feed(chunk) if usage_filter else chunk
-        if out:
-            await _write(request, response, out)
+        try:
+            if out:
+                await _write(request, response, out)
+        finally:
+            ex.capture(chunk)
     if usage_filter is not None:
         rest = usage_filter.flush()
         if rest:
