@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from proxy.gateway.exchange import Exchange, to_row
 
@@ -67,8 +68,9 @@ def test_price_callback_sets_cost() -> None:
     assert row.total_tokens == 15
 
 
-def test_bodies_over_the_bound_are_stored_cut_at_a_character_and_marked() -> None:
-    text = "é" * 3000  # two bytes each: a cut at 4097 bytes falls inside one
+@pytest.mark.parametrize("char", ["é", "€", "🙂"])
+def test_bodies_over_the_bound_are_stored_cut_at_a_character_and_marked(char: str) -> None:
+    text = char * 3000  # several bytes each: a cut at 4097 bytes may fall inside one
     body = orjson.dumps({"model": "gpt-4o", "input": text})
     ex = Exchange(
         id="x",

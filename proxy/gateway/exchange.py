@@ -66,6 +66,12 @@ class Exchange:
         """True when part of the answer was not kept (it exceeded `capture_bytes`)."""
         return self.response_size > self.capture_bytes
 
+    @property
+    def captured_bytes(self) -> int:
+        """Body bytes held for the log, which is what converting this exchange costs."""
+        request = len(self.request_body) if self.request_body is not None else 0
+        return min(request, self.capture_bytes) + min(self.response_size, self.capture_bytes)
+
     def capture(self, chunk: bytes) -> None:
         """Keep `chunk` for the log within `capture_bytes`; fold it in when streamed."""
         kept = self.response_size
@@ -88,11 +94,11 @@ def _note(row: Row, note: str) -> None:
 
 def _utf8_prefix(data: bytes) -> bytes:
     """`data` without the incomplete UTF-8 sequence a cut may have left at its end."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.reason == "unexpected end of data":
-            return data[: exc.start]
+    for back in range(1, min(4, len(data)) + 1):
+        lead = data[-back]
+        if lead & 0xC0 != 0x80:  # the first byte of the last character
+            needed = 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4
+            return data[:-back] if lead >= 0x80 and needed > back else data
     return data
 
 

@@ -43,6 +43,8 @@ from storage.cache import CacheEntry
 
 # Non-streamed upstream answers up to this size are read whole and sent in one write.
 BUFFER_LIMIT = 1024 * 1024
+# A chunk larger than this is folded into the log in slices, yielding between them.
+CAPTURE_SLICE = 32 * 1024
 TARGET_HEADER = "Helicone-Target-Url"
 ATTEMPTS_HEADER = "Relaylog-Attempts"
 USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#]*@")
@@ -401,8 +403,10 @@ async def _tee(
         try:
             if out:
                 await _write(request, response, out)
-        finally:
+        except ClientGone:
             ex.capture(chunk)
+            raise
+        await _capture(ex, chunk)
     if usage_filter is not None:
         rest = usage_filter.flush()
         if rest:
@@ -413,6 +417,16 @@ async def _tee(
         await response.write_eof()
     except ConnectionResetError as exc:
         raise ClientGone from exc
+
+
+async def _capture(ex: Exchange, chunk: bytes) -> None:
+    """Keep `chunk` for the log; a large one is folded in slices, letting other requests run."""
+    if len(chunk) <= CAPTURE_SLICE:
+        ex.capture(chunk)
+        return
+    for at in range(0, len(chunk), CAPTURE_SLICE):
+        ex.capture(chunk[at : at + CAPTURE_SLICE])
+        await asyncio.sleep(0)
 
 
 async def _write(request: web.Request, response: web.StreamResponse, data: bytes) -> None:

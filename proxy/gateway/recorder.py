@@ -23,6 +23,8 @@ DROP_WARN_EVERY_S = 10.0
 LINGER_S = 0.02
 # Rows parsed between yields to the event loop, so a large batch never stalls requests for long.
 CONVERT_SLICE = 16
+# An exchange holding more body bytes than this is converted off the event loop.
+OFF_LOOP_BYTES = 256 * 1024
 
 
 class Recorder:
@@ -142,6 +144,10 @@ class Recorder:
     async def _convert_batch(self, batch: list[Exchange]) -> list[Row]:
         rows = []
         for n, exchange in enumerate(batch):
+            if exchange.captured_bytes > OFF_LOOP_BYTES:
+                # Large bodies are parsed in a thread: the loop waits at most a GIL interval.
+                rows.append(await asyncio.to_thread(self._convert, exchange))
+                continue
             if n and n % CONVERT_SLICE == 0:
                 await asyncio.sleep(0)
             rows.append(self._convert(exchange))
