@@ -5,6 +5,7 @@
     ConfigError             settings that cannot be loaded (the CLI exits 2)
     PricingError            (ValueError) a price file or override that cannot be read
     CliError                a command-line problem reported on one line (exit 2)
+    ServeError              relaylog cannot start serving: listen policy, port, store (exit 2)
     ClientGone              the client closed its connection mid-stream
     BadBody                 the sandbox upstream's refusal of a request body
 
@@ -78,6 +79,10 @@ class PricingError(ValueError):
 
 class CliError(Exception):
     """A problem reported to the user as one line on stderr with exit code 2."""
+
+
+class ServeError(Exception):
+    """relaylog cannot start serving (listen policy, port, store); one line for the operator."""
 
 
 class ClientGone(Exception):

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from proxy.cli import main
-from proxy.cli.reports import Progress
+from proxy.cli.output import Progress
 from proxy.state import STORE
 from storage.errors import StoreError
 from storage.models import ROW_COLUMNS

@@ -17,9 +17,10 @@ from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
 from proxy.auth import KeyRing
-from proxy.cli import is_loopback, main
+from proxy.cli import main
 from proxy.config import load_settings
 from proxy.errors import ConfigError
+from proxy.server import is_loopback
 from tests.helpers import (
     Client,
     ProxyFactory,

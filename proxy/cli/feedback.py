@@ -1,0 +1,38 @@
+"""`relaylog feedback`: rate a logged request up or down from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import ValidationError
+
+from proxy.api.models import FeedbackBody
+from proxy.cli.store import Subcommands, add_store_args, store_command
+from proxy.errors import CliError
+from proxy.gateway.headers import is_valid_request_id
+from storage import Store
+
+
+def add_commands(sub: Subcommands) -> None:
+    parser = sub.add_parser("feedback", help="rate a logged request up or down")
+    add_store_args(parser)
+    parser.add_argument("id")
+    parser.add_argument("rating", choices=("up", "down"))
+    parser.add_argument("--comment", help="optional note stored with the rating")
+    parser.set_defaults(handler=store_command(give_feedback))
+
+
+async def give_feedback(store: Store, args: argparse.Namespace) -> int:
+    if not is_valid_request_id(args.id):
+        raise CliError(f"{args.id!r} is not a request id (1-128 of [A-Za-z0-9._:@-])")
+    try:
+        body = FeedbackBody(rating=args.rating == "up", comment=args.comment)
+    except ValidationError as exc:
+        raise CliError(f"invalid feedback: {exc.errors()[0]['msg']}") from exc
+    if not await store.request_exists(args.id):
+        print(f"relaylog: no logged request with id {args.id!r}", file=sys.stderr)
+        return 1
+    row = await store.upsert_feedback(args.id, body.rating, body.comment)
+    print(f"{args.id}: {args.rating} (updated {row['updated_at']})")
+    return 0

@@ -1,0 +1,75 @@
+"""Terminal output shared by the commands: aligned tables, JSON lines, number formats, the
+progress bar."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from typing import IO, Any
+
+import orjson
+
+PROGRESS_EVERY_S = 0.1
+BAR_WIDTH = 24
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """Columns left-aligned to their widest cell, two spaces apart."""
+    table = [header, *rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+def print_json_lines(items: Iterable[Any]) -> None:
+    """One JSON object per line on stdout."""
+    for item in items:
+        sys.stdout.write(orjson.dumps(item).decode() + "\n")
+
+
+def cell(value: Any) -> str:
+    """A table cell: '-' for nothing, one decimal for floats."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def money(value: float) -> str:
+    return f"${value:,.4f}"
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+class Progress:
+    """A one-line progress bar on a terminal stream, redrawn at most every 0.1 s."""
+
+    def __init__(self, stream: IO[str], total: int) -> None:
+        self.stream = stream
+        self.total = total
+        self.started = time.monotonic()
+        self.drawn = 0.0
+
+    def update(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.drawn < PROGRESS_EVERY_S:
+            return
+        self.drawn = now
+        share = done / self.total if self.total else 1.0
+        filled = int(BAR_WIDTH * min(share, 1.0))
+        rate = done / max(now - self.started, 1e-9)
+        self.stream.write(
+            f"\rexporting [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {share:6.1%} "
+            f"{done:,}/{self.total:,} rows  {rate:,.0f} rows/s"
+        )
+        if final:
+            self.stream.write("\n")
+        self.stream.flush()

@@ -1,0 +1,226 @@
+"""Serving: the listener, `--workers` supervision, signals, and the event-loop choice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import importlib.util
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from proxy import __version__
+from proxy.app import create_app
+from proxy.config import Settings
+from proxy.errors import ConfigError, ServeError
+from proxy.sandbox import create_sandbox_app
+from storage import open_store
+from storage.errors import StoreError
+from storage.models import redact
+
+log = logging.getLogger("relaylog")
+T = TypeVar("T")
+# Room for bursts of new connections (aiohttp's default of 128 makes the rest wait a SYN retry).
+LISTEN_BACKLOG = 2048
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs each malformed request with a traceback and the start of the offending line
+    (which may be an Authorization header); one line naming the error is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and exc.code < 500:
+            record.msg = f"{record.msg}: malformed request ({type(exc).__name__}, {exc.code})"
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+MALFORMED_REQUEST_FILTER = MalformedRequestFilter()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on uvloop when it is installed (the `speed` extra), else on asyncio's loop."""
+    if importlib.util.find_spec("uvloop") is None:
+        return asyncio.run(coro)
+    import uvloop
+
+    return uvloop.run(coro)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(settings: Settings) -> None:
+    """Refuse a non-loopback listen address unless proxy keys or the explicit opt-out are set."""
+    server = settings.server
+    if (
+        not is_loopback(server.host)
+        and not settings.auth.proxy_keys
+        and not server.allow_unauthenticated
+    ):
+        raise ServeError(
+            f"refusing to listen on {server.host} without proxy keys: set RELAYLOG_AUTH_PROXY_KEYS "
+            "or pass --allow-unauthenticated"
+        )
+
+
+async def start_site(
+    app: web.Application, host: str, port: int, reuse_port: bool = False, **kwargs: Any
+) -> web.AppRunner:
+    runner = web.AppRunner(app, **kwargs)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=LISTEN_BACKLOG)
+    await site.start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The TCP port a started runner listens on (the one picked for port 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise ServeError("listener has no TCP address")
+
+
+async def wait_for_signal() -> None:
+    """Return at the first SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(settings: Settings, worker: int = 0) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: in-flight requests finish and queued rows are
+    written before this returns. Worker 0 prints the one listen line."""
+    server = settings.server
+    check_listen(settings)
+    logging.getLogger("aiohttp.server").addFilter(MALFORMED_REQUEST_FILTER)
+    sandbox_runner = None
+    upstream_label = redact(settings.upstream.url)
+    if settings.is_sandbox:
+        sandbox_runner = await start_site(create_sandbox_app(), "127.0.0.1", 0, access_log=None)
+        url = f"http://127.0.0.1:{bound_port(sandbox_runner)}/v1"
+        settings = settings.model_copy(
+            update={"upstream": settings.upstream.model_copy(update={"url": url})}
+        )
+        upstream_label = f"sandbox ({url})"
+    try:
+        runner = await start_site(
+            create_app(settings),
+            server.host,
+            server.port,
+            reuse_port=server.workers > 1,
+            handler_cancellation=True,
+            shutdown_timeout=server.shutdown_timeout_s,
+            access_log=logging.getLogger("aiohttp.access") if server.access_log else None,
+        )
+    except StoreError as exc:
+        raise ServeError(str(exc)) from exc
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {server.host}:{server.port}: {exc.strerror}") from exc
+    # Everything built so far lives until exit: keep the cyclic GC from re-scanning it
+    # (a full collection otherwise walks every module and model object, a latency spike).
+    gc.freeze()
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    if worker == 0:
+        workers = f" | {server.workers} workers" if server.workers > 1 else ""
+        print(
+            f"relaylog {__version__} listening on http://{host}:{bound_port(runner)} "
+            f"| store {redact(settings.store.db)} | upstream {upstream_label}{workers}",
+            flush=True,
+        )
+    try:
+        await wait_for_signal()
+        log.info("shutting down: finishing in-flight requests and writing queued rows")
+    finally:
+        await runner.cleanup()
+        if sandbox_runner is not None:
+            await sandbox_runner.cleanup()
+
+
+async def migrate(settings: Settings) -> tuple[str, list[str]]:
+    """Open the store once to bring its schema up to date; its description and what was applied."""
+    store = open_store(settings.store.db)
+    try:
+        applied = await store.open()
+    except StoreError as exc:
+        raise ServeError(str(exc)) from exc
+    await store.close()
+    return store.description, applied
+
+
+def serve_workers(settings: Settings) -> int:
+    """Fork `server.workers` processes that each run serve() on the same port (SO_REUSEPORT).
+
+    Migrations run once here, before the fork. SIGTERM/SIGINT are passed on to every worker,
+    each drains its own log queue, and the exit code is the first non-zero one of the workers.
+    A worker that fails early (port taken, store error) stops the others.
+    """
+    check_listen(settings)
+    if settings.server.port == 0:
+        raise ServeError("--workers needs a fixed --port: every worker binds the same one")
+    run(migrate(settings))
+    sys.stdout.flush()
+    children: list[int] = []
+    for index in range(settings.server.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                run(serve(settings, worker=index))
+            except (ServeError, ConfigError) as exc:
+                print(f"relaylog: worker {index}: {exc}", file=sys.stderr)
+                code = 2
+            except BaseException:
+                log.exception("worker %d failed", index)
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children.append(pid)
+
+    def relay(signum: int, frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, relay)
+    signal.signal(signal.SIGINT, relay)
+    result = 0
+    while children:
+        pid, status = os.wait()
+        children.remove(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 and result == 0:
+            result = code if code > 0 else 1
+            relay(signal.SIGTERM, None)
+    return result
+
+
+async def serve_sandbox(host: str, port: int) -> None:
+    """Run only the sandbox upstream until SIGTERM/SIGINT."""
+    runner = await start_site(create_sandbox_app(), host, port)
+    print(f"relaylog sandbox listening on http://{host}:{bound_port(runner)}/v1", flush=True)
+    try:
+        await wait_for_signal()
+    finally:
+        await runner.cleanup()
