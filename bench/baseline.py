@@ -5,7 +5,7 @@
 It does what relaylog's forward handler does on the wire — read the body, forward method, path,
 query and headers over a pooled keep-alive session, answer small bodies in one write and stream
 the rest chunk by chunk — and nothing else: no Helicone headers, no ids, no recorder, no store.
-Like relaylog it runs on uvloop when uvloop is installed.
+Like relaylog it runs on uvloop when uvloop is installed (proxy.server.run picks the loop).
 """
 
 from __future__ import annotations
@@ -13,11 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from proxy.server import run
 
 HOP_BY_HOP = frozenset(
     {
@@ -102,12 +108,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(args.upstream, args.host, args.port))
-    else:
-        uvloop.run(serve(args.upstream, args.host, args.port))
+    run(serve(args.upstream, args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ sys.path.insert(1, str(REPO))
 
 import streams  # noqa: E402
 
+from proxy.server import run as run_loop  # noqa: E402
+
 CHAT_PATH = "/v1/chat/completions"
 STREAM_PATH = "/v1/stream/chat/completions"
 SLOW_PATH = "/v1/slow/chat/completions"
@@ -317,14 +319,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
-
-
-def run_loop(coro: Any) -> Any:
-    if has_uvloop():
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
 
 
 def first_byte(url: str, count: int) -> dict[str, float]:
