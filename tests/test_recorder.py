@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from proxy.gateway.exchange import Exchange, to_row
+from proxy.gateway.headers import HeliconeOptions
 from proxy.gateway.recorder import Recorder
 from storage import Row, open_store
 from storage.errors import StoreError
@@ -135,7 +136,8 @@ async def test_sessions_are_pending_until_their_last_row_is_written(tmp_path: Pa
     await store.open()
     recorder = recorder_for(store)
     first, second = exchange(1), exchange(2)
-    first.session_id = second.session_id = "s1"
+    first.helicone = HeliconeOptions(request_id=first.id, session_id="s1")
+    second.helicone = HeliconeOptions(request_id=second.id, session_id="s1")
     recorder.begin(first)
     recorder.begin(second)
     assert recorder.is_session_pending("s1")

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from proxy.gateway import sse
+from proxy.gateway.headers import HeliconeOptions
 from storage.models import Row, utc_iso
 
 # What is kept of each body for the log unless recorder.max_body_bytes says otherwise.
@@ -32,13 +33,8 @@ class Exchange:
     method: str
     path: str
     query: str | None = None
-    properties: dict[str, str] = field(default_factory=dict)
-    user_id: str | None = None
-    session_id: str | None = None
-    session_path: str | None = None
-    session_name: str | None = None
-    omit_request: bool = False
-    omit_response: bool = False
+    # The Helicone-* headers as parsed; None for a request refused before they were read.
+    helicone: HeliconeOptions | None = None
     request_headers: dict[str, str] = field(default_factory=dict)
     request_content_type: str = ""
     request_body: bytes | None = None
@@ -60,6 +56,11 @@ class Exchange:
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
     fallback_index: int | None = None
     upstream_target: str | None = None
+
+    @property
+    def session_id(self) -> str | None:
+        """The Helicone-Session-Id, which the recorder tracks while the exchange is pending."""
+        return None if self.helicone is None else self.helicone.session_id
 
     @property
     def response_cut(self) -> bool:
@@ -135,6 +136,7 @@ def clean(text: str) -> str:
 
 def fallback_row(ex: Exchange) -> Row:
     """The row for an exchange whose body could not be parsed: metadata and raw text only."""
+    options = ex.helicone or HeliconeOptions(request_id=ex.id)
     return Row(
         id=ex.id,
         created_at=utc_iso(ex.started_at),
@@ -146,11 +148,11 @@ def fallback_row(ex: Exchange) -> Row:
         is_stream=ex.is_stream,
         latency_ms=ex.latency_ms,
         ttft_ms=ex.ttft_ms,
-        user_id=ex.user_id,
-        session_id=ex.session_id,
-        session_path=ex.session_path,
-        session_name=ex.session_name,
-        properties=ex.properties,
+        user_id=options.user_id,
+        session_id=options.session_id,
+        session_path=options.session_path,
+        session_name=options.session_name,
+        properties=options.properties,
         request_headers=orjson.dumps(
             {clean(k): clean(v) for k, v in ex.request_headers.items()}
         ).decode(),
@@ -225,6 +227,7 @@ def to_row(ex: Exchange, price: PriceFn | None = None) -> Row:
         row.saved_prompt_tokens, row.prompt_tokens = row.prompt_tokens, 0
         row.saved_completion_tokens, row.completion_tokens = row.completion_tokens, 0
         row.total_tokens, row.cached_tokens = 0, None
-    row.request_body = None if ex.omit_request else request_text
-    row.response_body = None if ex.omit_response else response_text
+    options = ex.helicone
+    row.request_body = None if options is not None and options.omit_request else request_text
+    row.response_body = None if options is not None and options.omit_response else response_text
     return row

@@ -143,16 +143,6 @@ def _with_stream_usage(body: bytes | None) -> bytes | None:
     return orjson.dumps(parsed)
 
 
-def _apply_options(ex: Exchange, options: HeliconeOptions) -> None:
-    ex.properties = options.properties
-    ex.user_id = options.user_id
-    ex.session_id = options.session_id
-    ex.session_path = options.session_path
-    ex.session_name = options.session_name
-    ex.omit_request = options.omit_request
-    ex.omit_response = options.omit_response
-
-
 async def forward(request: web.Request) -> web.StreamResponse:
     """Forward one call upstream and tee its answer into the log."""
     fw: Forwarder = request.app[FORWARDER]
@@ -171,8 +161,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     )
     try:
         options = parse_helicone(request.headers)
-        ex.id = options.request_id
-        _apply_options(ex, options)
+        ex.id, ex.helicone = options.request_id, options
         fw.keys.require(options.auth, "Helicone-Auth")
         target = request.headers.get(TARGET_HEADER)
         if target is not None:
