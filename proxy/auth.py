@@ -13,7 +13,9 @@ from proxy.errors import ApiError
 
 
 def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+    # A header that was not UTF-8 arrives with surrogate escapes: hash its raw bytes (it matches
+    # no configured key) instead of failing.
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
 class KeyRing:

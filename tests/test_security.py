@@ -449,3 +449,45 @@ def test_upstream_url_with_credentials_is_refused_without_echoing_them(
     assert "must not carry credentials" in err
     assert secret not in err
     assert not (tmp_path / "url.db").exists()
+
+
+async def raw_call(port: int, path: str, headers: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 request with header bytes as given (not necessarily UTF-8)."""
+    body = b'{"model": "gpt-4o-mini", "messages": [], "rating": true}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n".encode()
+        + b"Content-Type: application/json\r\n"
+        + headers
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+@pytest.mark.parametrize("key", [b"\xff\xfe", b"pk-server\xe9", b"\xc3\x28"])
+async def test_a_non_utf8_key_is_a_401_and_the_call_is_logged(
+    make_proxy: ProxyFactory, upstream: Upstream, key: bytes
+) -> None:
+    proxy = await make_proxy(auth={"proxy_keys": ["pk-server"]})
+    status, answer = await raw_call(
+        proxy.port,
+        "/v1/chat/completions",
+        b"Helicone-Request-Id: odd-key\r\nHelicone-Auth: Bearer " + key + b"\r\n",
+    )
+    assert status == 401, answer[:300]
+    assert b"Traceback" not in answer
+    row = await stored(proxy.app, "odd-key")
+    assert (row["status"], row["outcome"]) == (401, "rejected")
+    status, answer = await raw_call(
+        proxy.port, "/v1/export", b"Authorization: Bearer " + key + b"\r\n"
+    )
+    assert status in (401, 405), answer[:300]
+    status, _ = await raw_call(
+        proxy.port, "/v1/request/odd-key/feedback", b"Authorization: Bearer " + key + b"\r\n"
+    )
+    assert status == 401
+    assert upstream.received == []
