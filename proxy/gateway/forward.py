@@ -278,8 +278,15 @@ async def _proxy(
             detail=str(exc),
         ) from exc
     except aiohttp.ClientError as exc:
-        message = f"upstream unreachable: {exc}"
-        raise _failed(ex, 502, "upstream_unreachable", message, "upstream_unreachable") from exc
+        # The client is not told where the upstream lives; the row and the log keep the detail.
+        raise _failed(
+            ex,
+            502,
+            "upstream_unreachable",
+            "upstream unreachable",
+            "upstream_unreachable",
+            detail=str(exc),
+        ) from exc
 
 
 def _failed(
