@@ -439,3 +439,45 @@ async def test_a_large_answer_reaches_the_client_whole_and_the_log_keeps_a_bound
         # Usage arrives after the text and is kept even though the text was cut.
         assert row["prompt_tokens"] == 7 and row["finish_reason"] == "stop"
         assert row["outcome"] == "ok"
+
+
+async def raw_status(port: int, request_line: bytes) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request_line + b"\r\nHost: localhost:%d\r\nConnection: close\r\n\r\n" % port)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/files/../../internal/admin",
+        "/v1/%2e%2e/internal",
+        "/v1/.%2E/internal",
+        "/v1/files/%2E%2E%2Finternal",
+        "/v1/files/..%5Cinternal",
+        "/v1/./models",
+    ],
+)
+async def test_dot_segments_are_refused_and_never_forwarded(
+    make_proxy: ProxyFactory, upstream: Upstream, path: str
+) -> None:
+    proxy = await make_proxy(upstream={"api_key": "sk-operator"})
+    assert await raw_status(proxy.port, f"GET {path} HTTP/1.1".encode()) == 400
+    assert upstream.received == []
+    # Dots inside a segment are ordinary characters.
+    assert await raw_status(proxy.port, b"GET /v1/files/file-a..b.jsonl HTTP/1.1") == 404
+    assert [r.path for r in upstream.received] == ["/v1/files/file-a..b.jsonl"]
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT"])
+async def test_trace_and_connect_are_not_forwarded(
+    make_proxy: ProxyFactory, upstream: Upstream, method: str
+) -> None:
+    proxy = await make_proxy(upstream={"api_key": "sk-operator"})
+    status = await raw_status(proxy.port, f"{method} /v1/models HTTP/1.1".encode())
+    # aiohttp reads a CONNECT's tunnel as a body without a type, refused before the method.
+    assert status == 405 if method == "TRACE" else status in (405, 415)
+    assert upstream.received == []

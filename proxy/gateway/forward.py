@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import aiohttp
 import orjson
@@ -46,6 +47,7 @@ BUFFER_LIMIT = 1024 * 1024
 # A chunk larger than this is folded into the log in slices, yielding between them.
 CAPTURE_SLICE = 32 * 1024
 TARGET_HEADER = "Helicone-Target-Url"
+REFUSED_METHODS = frozenset({"TRACE", "CONNECT"})
 ATTEMPTS_HEADER = "Relaylog-Attempts"
 USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#]*@")
 
@@ -117,6 +119,19 @@ def resolve_target(value: str, allowed: frozenset[str]) -> str:
     return str(url.origin()) + url.raw_path.rstrip("/")
 
 
+def check_request_line(method: str, raw_path: str) -> None:
+    """Refuse what no upstream API should get: TRACE / CONNECT, and dot-segments in the path.
+
+    `..` (also percent-encoded, or with a backslash) would let a call climb out of the
+    upstream's base path, e.g. to an internal route of a gateway that adds the upstream key.
+    """
+    if method in REFUSED_METHODS:
+        raise ApiError(405, f"{method} is not forwarded", code="method_not_allowed")
+    decoded = unquote(raw_path).replace("\\", "/")
+    if any(segment in (".", "..") for segment in decoded.split("/")):
+        raise ApiError(400, "the path must not contain '.' or '..' segments", code="invalid_path")
+
+
 async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes | None:
     if not request.body_exists:
         return None
@@ -163,6 +178,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         options = parse_helicone(request.headers)
         ex.id, ex.helicone = options.request_id, options
         fw.keys.require(options.auth, "Helicone-Auth")
+        check_request_line(request.method, request.rel_url.raw_path)
         target = request.headers.get(TARGET_HEADER)
         if target is not None:
             ex.request_headers[TARGET_HEADER.lower()] = without_userinfo(target)
