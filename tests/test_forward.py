@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,16 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.helpers import AppUpstream, ProxyFactory, Upstream, settle, store_of, stored
+from tests.helpers import (
+    AppUpstream,
+    Client,
+    ProxyFactory,
+    Upstream,
+    port_of,
+    settle,
+    store_of,
+    stored,
+)
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 STREAM = {**CHAT, "stream": True}
@@ -465,10 +475,10 @@ async def test_dot_segments_are_refused_and_never_forwarded(
     make_proxy: ProxyFactory, upstream: Upstream, path: str
 ) -> None:
     proxy = await make_proxy(upstream={"api_key": "sk-operator"})
-    assert await raw_status(proxy.port, f"GET {path} HTTP/1.1".encode()) == 400
+    assert await raw_status(port_of(proxy), f"GET {path} HTTP/1.1".encode()) == 400
     assert upstream.received == []
     # Dots inside a segment are ordinary characters.
-    assert await raw_status(proxy.port, b"GET /v1/files/file-a..b.jsonl HTTP/1.1") == 404
+    assert await raw_status(port_of(proxy), b"GET /v1/files/file-a..b.jsonl HTTP/1.1") == 404
     assert [r.path for r in upstream.received] == ["/v1/files/file-a..b.jsonl"]
 
 
@@ -477,7 +487,52 @@ async def test_trace_and_connect_are_not_forwarded(
     make_proxy: ProxyFactory, upstream: Upstream, method: str
 ) -> None:
     proxy = await make_proxy(upstream={"api_key": "sk-operator"})
-    status = await raw_status(proxy.port, f"{method} /v1/models HTTP/1.1".encode())
+    status = await raw_status(port_of(proxy), f"{method} /v1/models HTTP/1.1".encode())
     # aiohttp reads a CONNECT's tunnel as a body without a type, refused before the method.
     assert status == 405 if method == "TRACE" else status in (405, 415)
     assert upstream.received == []
+
+
+async def test_expect_and_connection_named_headers_are_not_forwarded(
+    proxy: Client, upstream: Upstream
+) -> None:
+    answer = await proxy.post(
+        "/v1/chat/completions",
+        json=CHAT,
+        headers={
+            "Expect": "100-continue",
+            "Connection": "keep-alive, X-Hop, x-other",
+            "X-Hop": "secret-for-the-next-hop",
+            "X-Other": "1",
+            "X-Kept": "yes",
+        },
+    )
+    assert answer.status == 200
+    sent = {k.lower() for k in upstream.received[-1].headers}
+    assert "expect" not in sent and "x-hop" not in sent and "x-other" not in sent
+    assert "x-kept" in sent
+
+
+async def test_a_gzip_body_is_forwarded_decoded_and_a_bomb_is_a_413(
+    make_proxy: ProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await make_proxy(server={"max_body_bytes": 64 * 1024})
+    body = orjson.dumps(CHAT)
+    answer = await proxy.post(
+        "/v1/chat/completions",
+        data=gzip.compress(body),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    assert answer.status == 200, await answer.text()
+    received = upstream.received[-1]
+    assert received.body == body
+    assert "content-encoding" not in {k.lower() for k in received.headers}
+    bomb = gzip.compress(b" " * (64 * 1024 * 1024))
+    assert len(bomb) < 64 * 1024
+    refused = await proxy.post(
+        "/v1/chat/completions",
+        data=bomb,
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    assert refused.status == 413
+    assert len(upstream.received) == 1

@@ -26,6 +26,7 @@ from tests.helpers import (
     ProxyFactory,
     Served,
     Upstream,
+    port_of,
     scrape,
     settle,
     start_serve,
@@ -474,7 +475,7 @@ async def test_a_non_utf8_key_is_a_401_and_the_call_is_logged(
 ) -> None:
     proxy = await make_proxy(auth={"proxy_keys": ["pk-server"]})
     status, answer = await raw_call(
-        proxy.port,
+        port_of(proxy),
         "/v1/chat/completions",
         b"Helicone-Request-Id: odd-key\r\nHelicone-Auth: Bearer " + key + b"\r\n",
     )
@@ -483,11 +484,11 @@ async def test_a_non_utf8_key_is_a_401_and_the_call_is_logged(
     row = await stored(proxy.app, "odd-key")
     assert (row["status"], row["outcome"]) == (401, "rejected")
     status, answer = await raw_call(
-        proxy.port, "/v1/export", b"Authorization: Bearer " + key + b"\r\n"
+        port_of(proxy), "/v1/export", b"Authorization: Bearer " + key + b"\r\n"
     )
     assert status in (401, 405), answer[:300]
     status, _ = await raw_call(
-        proxy.port, "/v1/request/odd-key/feedback", b"Authorization: Bearer " + key + b"\r\n"
+        port_of(proxy), "/v1/request/odd-key/feedback", b"Authorization: Bearer " + key + b"\r\n"
     )
     assert status == 401
     assert upstream.received == []

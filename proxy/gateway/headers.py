@@ -36,8 +36,11 @@ CREDENTIAL_HEADERS = frozenset(
         "proxy-authorization",
     }
 )
-# Headers the proxy recomputes itself when forwarding a request upstream.
-RECOMPUTED_REQUEST = frozenset({"host", "content-length", "accept-encoding"})
+# Headers the proxy recomputes itself when forwarding a request upstream. The body has been
+# read whole (no 100-continue to wait for) and decoded (aiohttp undoes Content-Encoding).
+RECOMPUTED_REQUEST = frozenset(
+    {"host", "content-length", "accept-encoding", "expect", "content-encoding"}
+)
 # Headers the proxy recomputes itself when answering the client.
 RECOMPUTED_RESPONSE = frozenset({"content-length", "content-encoding", "date", "server"})
 
@@ -150,16 +153,24 @@ def parse_helicone(headers: Mapping[str, str]) -> HeliconeOptions:
     )
 
 
+def connection_named(headers: Mapping[str, str]) -> frozenset[str]:
+    """Header names listed in `Connection:`, hop-by-hop for this connection only (RFC 9110)."""
+    values = [v for k, v in headers.items() if k.lower() == "connection"]
+    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+
+
 def upstream_request_headers(
     headers: Mapping[str, str], upstream_key: str | None
 ) -> dict[str, str]:
     """The headers to send upstream: hop-by-hop and `Helicone-*` removed, key added if absent."""
     out: dict[str, str] = {}
+    named = connection_named(headers)
     for name, value in headers.items():
         lowered = name.lower()
         if (
             lowered in HOP_BY_HOP
             or lowered in RECOMPUTED_REQUEST
+            or lowered in named
             or lowered.startswith("helicone-")
         ):
             continue
@@ -173,10 +184,13 @@ def upstream_request_headers(
 
 def client_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The upstream response headers to pass to the client (hop-by-hop removed)."""
+    named = connection_named(headers)
     return {
         name: value
         for name, value in headers.items()
-        if name.lower() not in HOP_BY_HOP and name.lower() not in RECOMPUTED_RESPONSE
+        if name.lower() not in HOP_BY_HOP
+        and name.lower() not in RECOMPUTED_RESPONSE
+        and name.lower() not in named
     }
 
 
