@@ -303,3 +303,23 @@ async def test_a_store_failure_mid_export_breaks_the_download(
     assert response.status == 200
     with pytest.raises(aiohttp.ClientPayloadError):
         await response.read()
+
+
+@pytest.mark.parametrize("span", ["999999w", "999999d", "999999h"])
+async def test_a_span_before_1970_means_the_whole_log(proxy: Client, span: str) -> None:
+    await fill(proxy.app[STORE])
+    for bound, expected in [("since", IDS), ("until", [])]:
+        response = await proxy.get("/v1/export", params={bound: span})
+        assert response.status == 200, await response.text()
+        lines = (await response.read()).splitlines()
+        assert sorted(orjson.loads(x)["id"] for x in lines) == sorted(expected), bound
+
+
+def test_the_cli_takes_a_span_before_1970(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = filled_sqlite(tmp_path / "cli.db")
+    assert main(["export", "--db", db, "--since", "999999w"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert len(captured.out.splitlines()) == len(IDS)

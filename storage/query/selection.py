@@ -57,7 +57,8 @@ def moment(text: str, where: str, now: float | None = None) -> str:
     ago = AGO.match(text.strip())
     if ago:
         seconds = int(ago.group(1)) * UNIT_S[ago.group(2)]
-        return utc_iso((time.time() if now is None else now) - seconds)
+        # A span reaching before 1970 means the whole log (nothing is logged before it).
+        return utc_iso(max((time.time() if now is None else now) - seconds, 0.0))
     try:
         return parse_time(text)
     except (ValueError, OverflowError):
