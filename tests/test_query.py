@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from proxy.api.requests import CURSOR_HEADER
 from proxy.cli import main
-from storage.query.filters import KEYED, MAX_CONDITIONS, MAX_DEPTH, TABLES, compile_filter
+from storage.query.filters import (
+    KEYED,
+    MAX_CONDITIONS,
+    MAX_DEPTH,
+    MAX_NODES,
+    TABLES,
+    compile_filter,
+)
 from storage.query.filters import OPERATORS as OPERATORS_OF
 from tests.helpers import Client, ProxyFactory, ids_of
 from tests.logbook import IDS, filled_sqlite
@@ -504,3 +511,23 @@ def test_requests_command_takes_the_filter_flags(
     assert table[0].split()[0] == "id" and [line.split()[0] for line in table[1:]] == ["r5"]
     assert main(["requests", "--db", db, "--score", "accuracy>>9"]) == 2
     assert "invalid filter at score" in capsys.readouterr().err
+
+
+def full_tree(depth: int) -> Any:
+    """A complete binary tree of "all" leaves: 2**depth leaves and no condition at all."""
+    tree: Any = "all"
+    for _ in range(depth):
+        tree = both("or", tree, tree)
+    return tree
+
+
+@pytest.mark.parametrize("path", ["/v1/request/query", "/v1/request/stats"])
+async def test_every_node_counts_and_a_query_body_is_bounded(logged: Client, path: str) -> None:
+    wide = await logged.post(path, json={"filter": full_tree(12)})
+    assert wide.status == 400
+    assert f"more than {MAX_NODES} nodes" in (await wide.json())["error"]
+    # The largest tree allowed is still answered.
+    assert (await logged.post(path, json={"filter": full_tree(8)})).status == 200
+    padded = leaf("request", "model", "equals", "m" * (300 * 1024))
+    big = await logged.post(path, json={"filter": padded})
+    assert big.status == 413

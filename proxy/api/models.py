@@ -25,6 +25,8 @@ MAX_BATCH_ITEMS = 1000
 MAX_COMMENT_BYTES = 4096
 MAX_SCORE_NAME_CHARS = 128
 MAX_FEEDBACK_BODY_BYTES = 1024 * 1024
+# A filter tree within the node bound is far smaller than this.
+MAX_QUERY_BODY_BYTES = 256 * 1024
 # Scores are stored as 64-bit floats, which hold every integer up to 2**53 exactly.
 MAX_EXACT_INT = 2**53
 MAX_LIMIT = 1000
@@ -162,6 +164,8 @@ NEWEST_FIRST: dict[str, Direction] = {"created_at": "desc"}
 class QueryBody(Body):
     """Helicone's request query body, plus an opaque `cursor` for deep pages."""
 
+    max_bytes = MAX_QUERY_BODY_BYTES
+
     filter: Filter = "all"
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
     limit: int = Field(100, ge=1, le=MAX_LIMIT)
@@ -191,6 +195,8 @@ class QueryBody(Body):
 
 class StatsBody(Body):
     """A filter tree and up to three dimensions to group by."""
+
+    max_bytes = MAX_QUERY_BODY_BYTES
 
     filter: Filter = "all"
     group_by: list[str] = Field(

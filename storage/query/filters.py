@@ -20,6 +20,8 @@ from storage.errors import FilterError
 
 MAX_DEPTH = 24
 MAX_CONDITIONS = 256
+# Every node counts, "all" leaves and branches included: a binary tree of MAX_CONDITIONS leaves.
+MAX_NODES = 2 * MAX_CONDITIONS
 NULL = "null"
 
 Kind = Literal["text", "number", "time", "bool"]
@@ -200,8 +202,12 @@ class Compiler:
 
     def __init__(self) -> None:
         self.conditions = 0
+        self.nodes = 0
 
     def node(self, node: Any, where: str, depth: int = 0) -> Condition:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise FilterError(where, f"more than {MAX_NODES} nodes")
         if node == "all" or node == {}:
             return ALL
         if not isinstance(node, dict):
