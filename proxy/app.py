@@ -17,6 +17,7 @@ from proxy.gateway.cache import ResponseCache
 from proxy.gateway.exchange import to_row
 from proxy.gateway.forward import Forwarder, forward
 from proxy.gateway.pricing import PriceTable
+from proxy.gateway.ratelimit import RateLimiter, counters_for
 from proxy.gateway.recorder import Recorder
 from proxy.metrics import Metrics
 from proxy.origin import SITE_POLICY, SitePolicy, site_middleware
@@ -59,6 +60,8 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
         total=None, sock_connect=upstream.connect_timeout_s, sock_read=upstream.read_timeout_s
     )
     connector = aiohttp.TCPConnector(limit=upstream.max_connections, ttl_dns_cache=300)
+    price = PriceTable.load(settings.pricing.file, settings.pricing.overrides)
+    limiter = RateLimiter(counters_for(app[STORE], settings.ratelimit))
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, auto_decompress=True, trust_env=False
     ) as session:
@@ -75,8 +78,14 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
             cache=ResponseCache(app[STORE], settings.cache),
             cache_defaults=settings.cache,
             retry_defaults=settings.retry,
+            limiter=limiter,
+            rate_default=settings.ratelimit.policy,
+            cost_of=lambda ex: to_row(ex, price).cost_usd,
         )
-        yield
+        try:
+            yield
+        finally:
+            await limiter.counters.close()
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -228,6 +228,39 @@ class RetrySettings(Section):
     )
 
 
+class RateLimitSettings(Section):
+    policy: str = Field(
+        "", description="Helicone-RateLimit-Policy applied when a call sends none ('' = none)."
+    )
+    redis_url: str = Field(
+        "",
+        description="redis:// URL for the counters (the redis extra); '' keeps them in the store.",
+    )
+
+    redis_prefix: str = Field(
+        "relaylog:ratelimit:", description="Prefix of every Redis key relaylog writes."
+    )
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_parses(cls, value: str) -> str:
+        from proxy.errors import ApiError
+        from proxy.gateway.ratelimit import parse_policy
+
+        try:
+            parse_policy(value)
+        except ApiError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
 class Settings(Section):
     server: ServerSettings = Field(default_factory=ServerSettings, description="Listener.")
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings, description="Upstream.")
@@ -249,6 +282,9 @@ class Settings(Section):
     )
     retry: RetrySettings = Field(
         default_factory=RetrySettings, description="Upstream retries (Helicone-Retry-*)."
+    )
+    ratelimit: RateLimitSettings = Field(
+        default_factory=RateLimitSettings, description="Rate limits (Helicone-RateLimit-Policy)."
     )
 
     @property

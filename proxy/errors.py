@@ -2,6 +2,7 @@
 
     ApiError                an answer with an HTTP status (never a stack trace)
       HeaderError           a Helicone-* header refused with 400 (server.strict_headers)
+      RateLimited           a call over its Helicone-RateLimit-Policy (429, outcome rate_limited)
     ConfigError             settings that cannot be loaded (the CLI exits 2)
     PricingError            (ValueError) a price file or override that cannot be read
     CliError                a command-line problem reported on one line (exit 2)
@@ -34,6 +35,7 @@ ERROR_TYPES = {
     405: "invalid_request_error",
     408: "timeout_error",
     413: "invalid_request_error",
+    429: "requests",
     415: "invalid_request_error",
     421: "invalid_request_error",
     502: "upstream_error",
@@ -67,6 +69,10 @@ class HeaderError(ApiError):
 
     def __init__(self, message: str, param: str) -> None:
         super().__init__(400, message, code="invalid_helicone_header", param=param)
+
+
+class RateLimited(ApiError):
+    """A call over its rate limit (429, logged with outcome `rate_limited`)."""
 
 
 class ConfigError(Exception):

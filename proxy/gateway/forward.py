@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import aiohttp
@@ -17,7 +17,7 @@ from yarl import URL
 from proxy.auth import KeyRing
 from proxy.bodies import read_bounded
 from proxy.config import CacheSettings, RetrySettings
-from proxy.errors import ApiError, ClientGone, HeaderError
+from proxy.errors import ApiError, ClientGone, HeaderError, RateLimited
 from proxy.gateway import replay
 from proxy.gateway.cache import (
     CachePolicy,
@@ -36,6 +36,7 @@ from proxy.gateway.headers import (
     parse_helicone,
     upstream_request_headers,
 )
+from proxy.gateway.ratelimit import RateLimiter, RatePolicy, parse_policy, segment_key
 from proxy.gateway.recorder import Recorder
 from proxy.gateway.retry import RetryPolicy, Target, attempt, parse_retry
 from proxy.gateway.sse import UsageChunkFilter
@@ -49,6 +50,7 @@ CAPTURE_SLICE = 32 * 1024
 TARGET_HEADER = "Helicone-Target-Url"
 REFUSED_METHODS = frozenset({"TRACE", "CONNECT"})
 ATTEMPTS_HEADER = "Relaylog-Attempts"
+RATE_HEADER = "Helicone-RateLimit-Policy"
 USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#]*@")
 
 
@@ -70,14 +72,23 @@ class Forwarder:
     cache: ResponseCache
     cache_defaults: CacheSettings
     retry_defaults: RetrySettings
+    limiter: RateLimiter
+    # The Helicone-RateLimit-Policy of calls that send none ("" = none).
+    rate_default: str
+    # A finished exchange's cost in USD (for cents rate limits).
+    cost_of: Callable[[Exchange], float | None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallPlan:
     """The gateway features one call asked for (or got from the config's defaults)."""
 
     cache: CachePolicy | None
     retry: RetryPolicy | None
+    rate: RatePolicy | None = None
+    rate_key: str = ""
+    # Headers every answer to the call carries (rate-limit state).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _elapsed_ms(start: float) -> float:
@@ -188,10 +199,15 @@ async def forward(request: web.Request) -> web.StreamResponse:
             retry=parse_retry(request.headers, fw.retry_defaults),
         )
         ex.request_body = await _read_body(request, fw.max_body_bytes, fw.body_timeout_s)
+        plan.rate = parse_policy(request.headers.get(RATE_HEADER, fw.rate_default))
+        if plan.rate is not None:
+            plan.rate_key = segment_key(plan.rate, options)
+            plan.headers = await fw.limiter.check(plan.rate, plan.rate_key)
     except ApiError as err:
         ex.id = ex.id or new_request_id()
         fw.recorder.begin(ex)
-        ex.status, ex.outcome, ex.error = err.status, "rejected", err.message
+        outcome = "rate_limited" if isinstance(err, RateLimited) else "rejected"
+        ex.status, ex.outcome, ex.error = err.status, outcome, err.message
         ex.latency_ms = _elapsed_ms(start)
         fw.recorder.submit(ex)
         err.headers.update(_status_headers(ex.id, err.status))
@@ -200,6 +216,8 @@ async def forward(request: web.Request) -> web.StreamResponse:
     try:
         return await _proxy(request, fw, ex, options, start, target, plan)
     finally:
+        if plan.rate is not None and plan.rate.unit == "cents" and not ex.cache_hit:
+            await fw.limiter.spend(plan.rate, plan.rate_key, fw.cost_of(ex))
         ex.latency_ms = _elapsed_ms(start)
         fw.recorder.submit(ex)
 
@@ -225,7 +243,7 @@ async def _proxy(
     targets = [first]
     raw_path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
     body = ex.request_body
-    extra: dict[str, str] = {}
+    extra = dict(plan.headers)
     keep: Callable[[], Awaitable[None]] | None = None
     key = None
     if plan.cache is not None:
@@ -241,10 +259,10 @@ async def _proxy(
     if key is not None and plan.cache is not None:
         found = await fw.cache.lookup(key, plan.cache)
         if found.hit is not None:
-            served = await _serve_hit(request, ex, found.hit, start)
+            served = await _serve_hit(request, ex, found.hit, start, extra)
             if served is not None:
                 return served
-        extra = {"Helicone-Cache": "MISS"}
+        extra["Helicone-Cache"] = "MISS"
         policy, bucket = plan.cache, found.bucket
 
         async def keep() -> None:
@@ -315,11 +333,16 @@ def _failed(
 
 
 async def _serve_hit(
-    request: web.Request, ex: Exchange, entry: CacheEntry, start: float
+    request: web.Request,
+    ex: Exchange,
+    entry: CacheEntry,
+    start: float,
+    extra: dict[str, str],
 ) -> web.StreamResponse | None:
     """Answer from a cache entry in the form the client asked for; None if it cannot be."""
     stream, usage = wants(ex.request_body)
     headers = {
+        **extra,
         **_status_headers(ex.id, entry.status),
         "Helicone-Cache": "HIT",
         "Helicone-Cache-Bucket-Idx": str(entry.bucket),
