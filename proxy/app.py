@@ -80,6 +80,8 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
             retry_defaults=settings.retry,
             limiter=limiter,
             rate_default=settings.ratelimit.policy,
+            fallback_default=settings.fallbacks.default,
+            fallback_codes=frozenset(settings.fallbacks.on_codes),
             cost_of=lambda ex: to_row(ex, price).cost_usd,
         )
         try:

@@ -261,6 +261,28 @@ class RateLimitSettings(Section):
         return value
 
 
+class FallbackSettings(Section):
+    default: str = Field(
+        "", description="Helicone-Fallbacks JSON used when a call sends none ('' = none)."
+    )
+    on_codes: list[int] = Field(
+        default_factory=lambda: [429, 500, 502, 503, 504],
+        description="Statuses of the first upstream that move a call on to its fallbacks.",
+    )
+
+    @field_validator("default")
+    @classmethod
+    def _default_parses(cls, value: str) -> str:
+        from proxy.errors import ApiError
+        from proxy.gateway.fallbacks import parse_fallbacks
+
+        try:
+            parse_fallbacks(value, lambda url: url)
+        except ApiError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+
 class Settings(Section):
     server: ServerSettings = Field(default_factory=ServerSettings, description="Listener.")
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings, description="Upstream.")
@@ -285,6 +307,9 @@ class Settings(Section):
     )
     ratelimit: RateLimitSettings = Field(
         default_factory=RateLimitSettings, description="Rate limits (Helicone-RateLimit-Policy)."
+    )
+    fallbacks: FallbackSettings = Field(
+        default_factory=FallbackSettings, description="Fallback upstreams (Helicone-Fallbacks)."
     )
 
     @property

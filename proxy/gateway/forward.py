@@ -28,6 +28,8 @@ from proxy.gateway.cache import (
     wants,
 )
 from proxy.gateway.exchange import Exchange
+from proxy.gateway.fallbacks import Fallback, parse_fallbacks, redacted, with_override
+from proxy.gateway.fallbacks import plan as fallback_plan
 from proxy.gateway.headers import (
     HeliconeOptions,
     client_response_headers,
@@ -51,6 +53,8 @@ TARGET_HEADER = "Helicone-Target-Url"
 REFUSED_METHODS = frozenset({"TRACE", "CONNECT"})
 ATTEMPTS_HEADER = "Relaylog-Attempts"
 RATE_HEADER = "Helicone-RateLimit-Policy"
+FALLBACKS_HEADER = "Helicone-Fallbacks"
+FALLBACK_INDEX_HEADER = "Helicone-Fallback-Index"
 USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#]*@")
 
 
@@ -75,6 +79,10 @@ class Forwarder:
     limiter: RateLimiter
     # The Helicone-RateLimit-Policy of calls that send none ("" = none).
     rate_default: str
+    # The Helicone-Fallbacks of calls that send none ("" = none).
+    fallback_default: str
+    # Statuses of the first upstream that move a call on to its fallbacks.
+    fallback_codes: frozenset[int]
     # A finished exchange's cost in USD (for cents rate limits).
     cost_of: Callable[[Exchange], float | None]
 
@@ -85,6 +93,7 @@ class CallPlan:
 
     cache: CachePolicy | None
     retry: RetryPolicy | None
+    fallbacks: list[Fallback] = field(default_factory=list)
     rate: RatePolicy | None = None
     rate_key: str = ""
     # Headers every answer to the call carries (rate-limit state).
@@ -104,28 +113,28 @@ def without_userinfo(url: str) -> str:
     return USERINFO.sub(r"\1***@", url)
 
 
-def resolve_target(value: str, allowed: frozenset[str]) -> str:
-    """The base URL a `Helicone-Target-Url` names; 400 unless its host is allowlisted."""
+def resolve_target(value: str, allowed: frozenset[str], header: str = TARGET_HEADER) -> str:
+    """The base URL a `Helicone-Target-Url` (or fallback) names; 400 unless allowlisted."""
     try:
         url = URL(value.strip())
     except ValueError:
         url = URL()
     if url.scheme not in ("http", "https") or not url.host:
-        raise HeaderError(f"{TARGET_HEADER} must be an http(s) URL", TARGET_HEADER)
+        raise HeaderError(f"{header} must be an http(s) URL", header)
     if url.user is not None or url.password is not None:
         raise HeaderError(
-            f"{TARGET_HEADER} must not carry credentials; send them in Authorization",
-            TARGET_HEADER,
+            f"{header} must not carry credentials; send them in Authorization",
+            header,
         )
     if url.raw_query_string or url.raw_fragment:
-        raise HeaderError(f"{TARGET_HEADER} must be a base URL without query", TARGET_HEADER)
+        raise HeaderError(f"{header} must be a base URL without query", header)
     host = url.host_subcomponent or url.host
     if not {url.host, host, f"{host}:{url.port}"} & allowed:
         raise ApiError(
             400,
-            f"{TARGET_HEADER} host {host}:{url.port} is not on upstream.target_allowlist",
+            f"{header} host {host}:{url.port} is not on upstream.target_allowlist",
             code="target_not_allowed",
-            param=TARGET_HEADER,
+            param=header,
         )
     return str(url.origin()) + url.raw_path.rstrip("/")
 
@@ -194,9 +203,16 @@ async def forward(request: web.Request) -> web.StreamResponse:
         if target is not None:
             ex.request_headers[TARGET_HEADER.lower()] = without_userinfo(target)
             target = resolve_target(target, fw.targets)
+        fallback_header = request.headers.get(FALLBACKS_HEADER)
+        if fallback_header is not None:
+            ex.request_headers[FALLBACKS_HEADER.lower()] = redacted(fallback_header)
         plan = CallPlan(
             cache=parse_cache(request.headers, fw.cache_defaults),
             retry=parse_retry(request.headers, fw.retry_defaults),
+            fallbacks=parse_fallbacks(
+                fw.fallback_default if fallback_header is None else fallback_header,
+                lambda url: resolve_target(url, fw.targets, FALLBACKS_HEADER),
+            ),
         )
         ex.request_body = await _read_body(request, fw.max_body_bytes, fw.body_timeout_s)
         plan.rate = parse_policy(request.headers.get(RATE_HEADER, fw.rate_default))
@@ -240,7 +256,7 @@ async def _proxy(
         whole_path=target is not None,
         upstream_key=fw.upstream_key if target is None else None,
     )
-    targets = [first]
+    targets = fallback_plan(first, plan.fallbacks, fw.fallback_codes)
     raw_path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
     body = ex.request_body
     extra = dict(plan.headers)
@@ -278,12 +294,15 @@ async def _proxy(
 
     async def send(to: Target) -> aiohttp.ClientResponse:
         headers = upstream_request_headers(request.headers, to.upstream_key)
-        headers.update(to.headers)
+        if to.headers:
+            replaced = {name.lower() for name in to.headers}
+            headers = {k: v for k, v in headers.items() if k.lower() not in replaced}
+            headers.update(to.headers)
         url = to.url(raw_path) + (f"?{query}" if query else "")
         return await fw.session.request(
             request.method,
             URL(url, encoded=True),
-            data=body,
+            data=with_override(body, to.body_override),
             headers=headers,
             allow_redirects=False,
         )
@@ -293,6 +312,9 @@ async def _proxy(
         ex.upstream_target = without_userinfo(answered.base)
         if plan.retry is not None:
             extra[ATTEMPTS_HEADER] = str(len(ex.attempt_log))
+        if plan.fallbacks:
+            ex.fallback_index = answered.index
+            extra[FALLBACK_INDEX_HEADER] = str(answered.index)
         async with upstream:
             return await _answer(request, ex, upstream, start, strip_usage, extra, keep)
     except asyncio.CancelledError:
