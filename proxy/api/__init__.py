@@ -8,7 +8,7 @@ brace reaches its handler and gets a 400 instead of falling through to the upstr
 
 from __future__ import annotations
 
-from proxy.api import datasets, export, feedback, health, openapi, requests
+from proxy.api import cache, datasets, export, feedback, health, openapi, requests
 from proxy.api.http import Route
 from proxy.api.models import (
     BatchBody,
@@ -38,6 +38,10 @@ ROUTES: tuple[Route, ...] = (
           "Totals and latency percentiles, optionally grouped.", StatsBody),
     Route("GET", "/v1/export", export.export, "export",
           "Stream matching rows as JSONL, OpenAI chat fine-tuning lines or CSV."),
+    Route("GET", "/v1/cache", cache.cache_stats, "cache_stats",
+          "Entries and bytes the response cache holds."),
+    Route("DELETE", "/v1/cache", cache.cache_purge, "cache_purge",
+          "Purge cache entries, all or those matching every filter given."),
     Route("POST", "/v1/helicone-dataset", datasets.create, "dataset_create",
           "Create a dataset from request ids and/or a filter tree.", DatasetCreateBody),
     Route("POST", "/v1/helicone-dataset/query", datasets.query, "dataset_query",

@@ -361,6 +361,45 @@ def _operations() -> dict[str, Any]:
                 "responses": _ok("Aggregates.", {}) | _errors(*READ_ERRORS),
             }
         },
+        "/v1/cache": {
+            "get": {
+                "operationId": "cache_stats",
+                "summary": "Entries and bytes the response cache holds.",
+                "security": read_security,
+                "responses": _ok(
+                    "Held.",
+                    {
+                        "type": "object",
+                        "required": ["entries", "bytes"],
+                        "properties": {
+                            "entries": {"type": "integer"},
+                            "bytes": {"type": "integer"},
+                        },
+                    },
+                )
+                | _errors(*READ_ERRORS),
+            },
+            "delete": {
+                "operationId": "cache_purge",
+                "summary": "Purge cache entries, all or those matching every filter given.",
+                "security": read_security,
+                "parameters": [
+                    _query("model", {"type": "string"}),
+                    _query("path", {"type": "string"}),
+                    _query("seed", {"type": "string"}),
+                    _query("older_than_s", {"type": "number", "minimum": 0}),
+                ],
+                "responses": _ok(
+                    "Purged.",
+                    {
+                        "type": "object",
+                        "required": ["deleted"],
+                        "properties": {"deleted": {"type": "integer"}},
+                    },
+                )
+                | _errors(*READ_ERRORS),
+            },
+        },
         "/v1/export": {
             "get": {
                 "operationId": "export",
