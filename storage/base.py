@@ -69,8 +69,11 @@ class Store(Protocol):
     async def cache_get(self, key: str, now: float) -> list[CacheEntry]:
         """The unexpired entries of a cache key, by bucket."""
 
-    async def cache_put(self, entry: CacheEntry, max_bytes: int, now: float) -> None:
-        """Store an entry; expired ones go, then the oldest until `max_bytes` hold the rest."""
+    async def cache_put(self, entry: CacheEntry) -> None:
+        """Store an entry, replacing what its key and bucket held."""
+
+    async def cache_sweep(self, max_bytes: int, now: float) -> int:
+        """Drop expired entries, then the oldest until `max_bytes` hold the rest."""
 
     async def cache_clear(self, where: CacheFilter) -> int:
         """Purge matching entries; how many were deleted."""

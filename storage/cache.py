@@ -130,8 +130,8 @@ class CacheStore:
         )
         return [_entry(row) for row in rows]
 
-    async def cache_put(self, entry: CacheEntry, max_bytes: int, now: float) -> None:
-        """Store `entry`, drop expired entries, then the oldest until `max_bytes` hold all."""
+    async def cache_put(self, entry: CacheEntry) -> None:
+        """Store `entry`, replacing what its key and bucket held."""
         async with self.transaction() as tx:
             await tx.execute(
                 INSERT_ENTRY,
@@ -151,8 +151,15 @@ class CacheStore:
                     entry.size,
                 ),
             )
-            await tx.execute("DELETE FROM cache_entries WHERE expires_at <= ?", (now,))
-            await tx.execute(EVICT, (max_bytes,))
+
+    async def cache_sweep(self, max_bytes: int, now: float) -> int:
+        """Drop expired entries, then the oldest until `max_bytes` hold the rest; how many went."""
+        async with self.transaction() as tx:
+            expired = await tx.fetchall(
+                "DELETE FROM cache_entries WHERE expires_at <= ? RETURNING key", (now,)
+            )
+            evicted = await tx.fetchall(EVICT + " RETURNING key", (max_bytes,))
+        return len(expired) + len(evicted)
 
     async def cache_clear(self, where: CacheFilter) -> int:
         """Delete the entries `where` matches; how many were deleted."""

@@ -378,10 +378,12 @@ async def test_oldest_entries_are_evicted_beyond_max_bytes(
     now = time.time()
     for n in range(5):
         entry = _entry(f"k{n}", now + n, 1000)
-        await store.cache_put(entry, 3 * entry.size, now + n)
+        await store.cache_put(entry)
+    assert await store.cache_sweep(3 * entry.size, now + 5) == 2
     rows = await store.fetch("SELECT key FROM cache_entries ORDER BY created_at")
     assert [r["key"] for r in rows] == ["k2", "k3", "k4"]
-    await store.cache_put(_entry("late", now + 200, 10), 10**6, now + 200)
+    await store.cache_put(_entry("late", now + 200, 10))
+    assert await store.cache_sweep(10**6, now + 200) == 3
     rows = await store.fetch("SELECT key FROM cache_entries")
     assert [r["key"] for r in rows] == ["late"]
 

@@ -39,7 +39,7 @@ async def _fill(db: str) -> None:
         entry("b", model="gpt-4o", seed="", age_s=10),
         entry("c", model="gpt-4o", seed="team", age_s=3 * 86400),
     ):
-        await store.cache_put(item, 10**6, time.time())
+        await store.cache_put(item)
     await store.close()
 
 

@@ -34,6 +34,8 @@ MAX_BUCKET = 20
 MAX_IGNORED_KEYS = 64
 # Body keys that change how an answer is delivered, not what it says.
 DELIVERY_KEYS = frozenset({"stream", "stream_options"})
+# Expiry and the size budget are enforced after a write at most this often per process.
+SWEEP_EVERY_S = 1.0
 CREDENTIAL_KEYS = ("authorization", "api-key", "x-api-key", "x-goog-api-key")
 
 
@@ -169,6 +171,7 @@ class ResponseCache:
         self.max_bytes = settings.max_bytes
         self.max_entry_bytes = settings.max_entry_bytes
         self.clock = time.time
+        self._swept_at = 0.0
 
     async def lookup(self, key: str, policy: CachePolicy) -> Lookup:
         try:
@@ -211,7 +214,10 @@ class ResponseCache:
             expires_at=now + policy.ttl_s,
         )
         try:
-            await self.store.cache_put(entry, self.max_bytes, now)
+            await self.store.cache_put(entry)
+            if now - self._swept_at >= SWEEP_EVERY_S:
+                self._swept_at = now
+                await self.store.cache_sweep(self.max_bytes, now)
         except StoreError as exc:
             log.warning("cache write failed; the answer was served but not cached: %s", exc)
             return False
