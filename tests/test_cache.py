@@ -402,3 +402,17 @@ async def test_two_replicas_on_postgresql_share_the_cache(
     assert hit["cache_source_id"] == first.headers["helicone-id"]
     await a.close()
     await b.close()
+
+
+async def test_two_proxy_keys_do_not_share_answers(
+    make_proxy: ProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await make_proxy(auth={"proxy_keys": ["k-one", "k-two"]})
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "tenant"}]}
+    states = []
+    for key in ("k-one", "k-two", "k-one"):
+        headers = {**CACHE, "Helicone-Auth": f"Bearer {key}"}
+        response = await proxy.post("/v1/chat/completions", json=body, headers=headers)
+        await response.read()
+        states.append(response.headers["Helicone-Cache"])
+    assert states == ["MISS", "MISS", "HIT"]

@@ -36,7 +36,7 @@ MAX_IGNORED_KEYS = 64
 DELIVERY_KEYS = frozenset({"stream", "stream_options"})
 # Expiry and the size budget are enforced after a write at most this often per process.
 SWEEP_EVERY_S = 1.0
-CREDENTIAL_KEYS = ("authorization", "api-key", "x-api-key", "x-goog-api-key")
+CREDENTIAL_KEYS = ("authorization", "api-key", "x-api-key", "x-goog-api-key", "helicone-auth")
 
 
 @dataclass(frozen=True, slots=True)
