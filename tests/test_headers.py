@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from multidict import CIMultiDict
 
@@ -10,8 +12,11 @@ from proxy.gateway.headers import (
     client_response_headers,
     is_valid_request_id,
     loggable_headers,
+    new_request_id,
     parse_helicone,
+    scan_headers,
     upstream_request_headers,
+    with_upstream_key,
 )
 
 
@@ -130,3 +135,55 @@ def test_helicone_header_that_is_not_utf8_is_refused() -> None:
         parse_helicone(headers(Helicone_Property_Name=raw))
     with pytest.raises(HeaderError, match="not valid UTF-8"):
         parse_helicone(headers(Helicone_User_Id=raw))
+
+
+def test_new_request_ids_are_version_4_uuids() -> None:
+    ids = {new_request_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_one_scan_matches_each_header_policy() -> None:
+    raw = CIMultiDict(
+        [
+            ("Host", "relaylog:8787"),
+            ("Authorization", "Bearer sk-client"),
+            ("Content-Type", "application/json"),
+            ("Connection", "keep-alive"),
+            ("Helicone-User-Id", "first"),
+            ("helicone-user-id", "second"),
+            ("Helicone-Property-Env", "prod"),
+            ("Helicone-Auth", "Bearer rk"),
+            ("X-Trace", "t1"),
+        ]
+    )
+    scanned = scan_headers(raw)
+    assert scanned.logged == {
+        "host": "relaylog:8787",
+        "content-type": "application/json",
+        "connection": "keep-alive",
+        "helicone-user-id": "second",
+        "helicone-property-env": "prod",
+        "x-trace": "t1",
+    }
+    assert scanned.upstream == {
+        "Authorization": "Bearer sk-client",
+        "Content-Type": "application/json",
+        "X-Trace": "t1",
+    }
+    # The first of repeated Helicone headers counts, as a case-insensitive lookup gives it.
+    assert scanned.helicone["helicone-user-id"] == "first"
+    assert parse_helicone(raw).user_id == "first"
+    assert scanned.properties == [("Helicone-Property-Env", "prod")]
+    assert scanned.has_authorization
+    # The client's own key is kept; the configured one is added only when it sent none.
+    assert with_upstream_key(scanned, "sk-up")["Authorization"] == "Bearer sk-client"
+    bare = scan_headers(CIMultiDict([("Content-Type", "application/json")]))
+    assert with_upstream_key(bare, "sk-up")["Authorization"] == "Bearer sk-up"
+    assert with_upstream_key(bare, None) == {
+        "Content-Type": "application/json",
+        "Accept-Encoding": "identity",
+    }

@@ -32,11 +32,12 @@ from proxy.gateway.fallbacks import Fallback, parse_fallbacks, redacted, with_ov
 from proxy.gateway.fallbacks import plan as fallback_plan
 from proxy.gateway.headers import (
     HeliconeOptions,
+    RequestHeaders,
     client_response_headers,
-    loggable_headers,
+    helicone_options,
     new_request_id,
-    parse_helicone,
-    upstream_request_headers,
+    scan_headers,
+    with_upstream_key,
 )
 from proxy.gateway.ratelimit import RateLimiter, RatePolicy, parse_policy, segment_key
 from proxy.gateway.recorder import Recorder
@@ -182,24 +183,25 @@ async def forward(request: web.Request) -> web.StreamResponse:
     """Forward one call upstream and tee its answer into the log."""
     fw: Forwarder = request.app[FORWARDER]
     start = time.perf_counter()
-    # The id comes from parse_helicone (Helicone-Request-Id or a new UUID); a request rejected
+    # The id comes from helicone_options (Helicone-Request-Id or a new UUID); a request rejected
     # before that gets its own below, so the common path draws one UUID, not two.
+    scanned = scan_headers(request.headers)
     ex = Exchange(
         id="",
         started_at=time.time(),
         method=request.method,
         path=request.path,
         query=request.rel_url.raw_query_string or None,
-        request_headers=loggable_headers(request.headers),
+        request_headers=scanned.logged,
         request_content_type=request.headers.get("Content-Type", ""),
         capture_bytes=fw.capture_bytes,
     )
     try:
-        options = parse_helicone(request.headers)
+        options = helicone_options(scanned)
         ex.id, ex.helicone = options.request_id, options
         fw.keys.require(options.auth, "Helicone-Auth")
         check_request_line(request.method, request.rel_url.raw_path)
-        target = request.headers.get(TARGET_HEADER)
+        target = scanned.helicone.get(TARGET_HEADER.lower())
         if target is not None:
             ex.request_headers[TARGET_HEADER.lower()] = without_userinfo(target)
             target = resolve_target(target, fw.targets)
@@ -230,7 +232,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         raise
     fw.recorder.begin(ex)
     try:
-        return await _proxy(request, fw, ex, options, start, target, plan)
+        return await _proxy(request, fw, ex, options, scanned, start, target, plan)
     finally:
         if plan.rate is not None and plan.rate.unit == "cents" and not ex.cache_hit:
             await fw.limiter.spend(plan.rate, plan.rate_key, fw.cost_of(ex))
@@ -243,6 +245,7 @@ async def _proxy(
     fw: Forwarder,
     ex: Exchange,
     options: HeliconeOptions,
+    scanned: RequestHeaders,
     start: float,
     target: str | None,
     plan: CallPlan,
@@ -293,7 +296,7 @@ async def _proxy(
             body, strip_usage = injected, True
 
     async def send(to: Target) -> aiohttp.ClientResponse:
-        headers = upstream_request_headers(request.headers, to.upstream_key)
+        headers = with_upstream_key(scanned, to.upstream_key)
         if to.headers:
             replaced = {name.lower() for name in to.headers}
             headers = {k: v for k, v in headers.items() if k.lower() not in replaced}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -67,13 +67,59 @@ class HeliconeOptions:
     auth: str | None = None
 
 
+@dataclass(slots=True)
+class RequestHeaders:
+    """A request's headers read in one pass: what is logged, what goes upstream, Helicone's."""
+
+    logged: dict[str, str] = field(default_factory=dict)
+    upstream: dict[str, str] = field(default_factory=dict)
+    # The first value of each `Helicone-*` header, by lowercased name.
+    helicone: dict[str, str] = field(default_factory=dict)
+    # `Helicone-Property-*` headers as (name, value), in the order they came.
+    properties: list[tuple[str, str]] = field(default_factory=list)
+    has_authorization: bool = False
+
+
+def scan_headers(headers: Mapping[str, str]) -> RequestHeaders:
+    """Sort every request header once: each name is lowercased and classified a single time.
+
+    Logged: credentials removed, names lowercased. Upstream: hop-by-hop, recomputed,
+    `Helicone-*` headers and those named in `Connection:` removed.
+    """
+    out = RequestHeaders()
+    logged, upstream, helicone = out.logged, out.upstream, out.helicone
+    connection: list[str] = []
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered not in CREDENTIAL_HEADERS:
+            logged[lowered] = value
+        if lowered.startswith("helicone-"):
+            if lowered.startswith(PROPERTY_PREFIX):
+                out.properties.append((name, value))
+            elif lowered not in helicone:
+                helicone[lowered] = value
+        elif lowered == "connection":
+            connection.append(value)
+        elif lowered not in HOP_BY_HOP and lowered not in RECOMPUTED_REQUEST:
+            upstream[name] = value
+    if connection:
+        named = frozenset(t.strip().lower() for v in connection for t in v.split(",") if t.strip())
+        for name in [n for n in upstream if n.lower() in named]:
+            del upstream[name]
+    out.has_authorization = any(n.lower() == "authorization" for n in upstream)
+    return out
+
+
 def is_valid_request_id(value: str) -> bool:
     """True when `value` may be used verbatim as a request id."""
     return REQUEST_ID_RE.fullmatch(value) is not None
 
 
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as text; the same as str(uuid.uuid4()) at a quarter the work."""
+    h = os.urandom(16).hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
 
 
 def _utf8(name: str, value: str) -> bytes:
@@ -107,12 +153,10 @@ def _text(headers: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def parse_helicone(headers: Mapping[str, str]) -> HeliconeOptions:
-    """Read every `Helicone-*` header the proxy honours; raise HeaderError on bad input.
-
-    `headers` must be case-insensitive (aiohttp's CIMultiDictProxy is).
-    """
-    raw_id = headers.get("helicone-request-id")
+def helicone_options(scanned: RequestHeaders) -> HeliconeOptions:
+    """Read every `Helicone-*` header the proxy honours; raise HeaderError on bad input."""
+    found = scanned.helicone
+    raw_id = found.get("helicone-request-id")
     if raw_id is None:
         request_id = new_request_id()
     else:
@@ -124,11 +168,8 @@ def parse_helicone(headers: Mapping[str, str]) -> HeliconeOptions:
                 "Helicone-Request-Id",
             )
     properties: dict[str, str] = {}
-    for name, value in headers.items():
-        lowered = name.lower()
-        if not lowered.startswith(PROPERTY_PREFIX):
-            continue
-        key = lowered[len(PROPERTY_PREFIX) :]
+    for name, value in scanned.properties:
+        key = name.lower()[len(PROPERTY_PREFIX) :]
         if not key:
             raise HeaderError("Helicone-Property- needs a name after the prefix", name)
         if len(_utf8(name, value)) > MAX_PROPERTY_BYTES:
@@ -136,50 +177,49 @@ def parse_helicone(headers: Mapping[str, str]) -> HeliconeOptions:
         properties[key] = value
         if len(properties) > MAX_PROPERTIES:
             raise HeaderError(f"at most {MAX_PROPERTIES} Helicone-Property-* headers", name)
-    session_path = _text(headers, "helicone-session-path")
+    session_path = _text(found, "helicone-session-path")
     if session_path is not None and not session_path.startswith("/"):
         session_path = "/" + session_path
     return HeliconeOptions(
         request_id=request_id,
         properties=properties,
-        user_id=_text(headers, "helicone-user-id"),
-        session_id=_text(headers, "helicone-session-id"),
+        user_id=_text(found, "helicone-user-id"),
+        session_id=_text(found, "helicone-session-id"),
         session_path=session_path,
-        session_name=_text(headers, "helicone-session-name"),
-        omit_request=_flag(headers, "helicone-omit-request"),
-        omit_response=_flag(headers, "helicone-omit-response"),
-        stream_usage=_flag(headers, "helicone-stream-usage"),
-        auth=headers.get("helicone-auth"),
+        session_name=_text(found, "helicone-session-name"),
+        omit_request=_flag(found, "helicone-omit-request"),
+        omit_response=_flag(found, "helicone-omit-response"),
+        stream_usage=_flag(found, "helicone-stream-usage"),
+        auth=found.get("helicone-auth"),
     )
 
 
-def connection_named(headers: Mapping[str, str]) -> frozenset[str]:
-    """Header names listed in `Connection:`, hop-by-hop for this connection only (RFC 9110)."""
-    values = [v for k, v in headers.items() if k.lower() == "connection"]
-    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+def parse_helicone(headers: Mapping[str, str]) -> HeliconeOptions:
+    """helicone_options() of `headers`, which must be case-insensitive (aiohttp's are)."""
+    return helicone_options(scan_headers(headers))
+
+
+def with_upstream_key(scanned: RequestHeaders, upstream_key: str | None) -> dict[str, str]:
+    """The headers to send upstream: the scanned ones, the key added if the client sent none."""
+    out = dict(scanned.upstream)
+    if upstream_key and not scanned.has_authorization:
+        out["Authorization"] = f"Bearer {upstream_key}"
+    # relaylog logs decoded bodies; ask the upstream for them uncompressed.
+    out["Accept-Encoding"] = "identity"
+    return out
 
 
 def upstream_request_headers(
     headers: Mapping[str, str], upstream_key: str | None
 ) -> dict[str, str]:
     """The headers to send upstream: hop-by-hop and `Helicone-*` removed, key added if absent."""
-    out: dict[str, str] = {}
-    named = connection_named(headers)
-    for name, value in headers.items():
-        lowered = name.lower()
-        if (
-            lowered in HOP_BY_HOP
-            or lowered in RECOMPUTED_REQUEST
-            or lowered in named
-            or lowered.startswith("helicone-")
-        ):
-            continue
-        out[name] = value
-    if upstream_key and "authorization" not in {k.lower() for k in out}:
-        out["Authorization"] = f"Bearer {upstream_key}"
-    # relaylog logs decoded bodies; ask the upstream for them uncompressed.
-    out["Accept-Encoding"] = "identity"
-    return out
+    return with_upstream_key(scan_headers(headers), upstream_key)
+
+
+def connection_named(headers: Mapping[str, str]) -> frozenset[str]:
+    """Header names listed in `Connection:`, hop-by-hop for this connection only (RFC 9110)."""
+    values = [v for k, v in headers.items() if k.lower() == "connection"]
+    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
 
 
 def client_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -196,8 +236,4 @@ def client_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 def loggable_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Request headers as stored: credentials removed, names lowercased."""
-    return {
-        name.lower(): value
-        for name, value in headers.items()
-        if name.lower() not in CREDENTIAL_HEADERS
-    }
+    return scan_headers(headers).logged
