@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -137,13 +138,19 @@ def test_helicone_header_that_is_not_utf8_is_refused() -> None:
         parse_helicone(headers(Helicone_User_Id=raw))
 
 
-def test_new_request_ids_are_version_4_uuids() -> None:
-    ids = {new_request_id() for _ in range(2000)}
-    assert len(ids) == 2000
+def test_new_request_ids_are_time_ordered_uuids() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [new_request_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == 2000
     for text in ids:
         parsed = uuid.UUID(text)
         assert str(parsed) == text
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert before <= parsed.int >> 80 <= after  # the first 48 bits: Unix milliseconds
+    # Drawn in order, they sort in order to the millisecond.
+    stamps = [uuid.UUID(t).int >> 80 for t in ids]
+    assert stamps == sorted(stamps)
 
 
 def test_one_scan_matches_each_header_policy() -> None:
