@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bench import baseline, harness, peers, report, run
+from bench import baseline, harness, instructions, peers, report, run
 from proxy.sandbox import create_sandbox_app
 from tests.helpers import Client
 
@@ -307,3 +307,10 @@ def test_a_missing_litellm_is_a_skip_not_a_failure(
     with pytest.raises(peers.Skipped, match="No matching distribution"):
         peers.litellm_venv("0.0.0", cache=tmp_path)
     assert not (tmp_path / "litellm-0.0.0").exists()
+
+
+def test_callgrind_totals_are_summed_over_processes() -> None:
+    log = "==1== Events    : Ir\n==1== Collected : 1200\n==2== Collected : 34\n"
+    assert instructions.collected(log) == 1234
+    with pytest.raises(instructions.BenchError, match="no total"):
+        instructions.collected("==1== Callgrind, a call-graph generating cache profiler\n")
