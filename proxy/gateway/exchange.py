@@ -134,6 +134,14 @@ def clean(text: str) -> str:
     return text
 
 
+def _headers_json(headers: dict[str, str]) -> str:
+    """The logged headers as JSON; only headers orjson refuses (undecodable bytes) are cleaned."""
+    try:
+        return orjson.dumps(headers).decode()
+    except orjson.JSONEncodeError:
+        return orjson.dumps({clean(k): clean(v) for k, v in headers.items()}).decode()
+
+
 def fallback_row(ex: Exchange) -> Row:
     """The row for an exchange whose body could not be parsed: metadata and raw text only."""
     options = ex.helicone or HeliconeOptions(request_id=ex.id)
@@ -153,9 +161,7 @@ def fallback_row(ex: Exchange) -> Row:
         session_path=options.session_path,
         session_name=options.session_name,
         properties=options.properties,
-        request_headers=orjson.dumps(
-            {clean(k): clean(v) for k, v in ex.request_headers.items()}
-        ).decode(),
+        request_headers=_headers_json(ex.request_headers),
         upstream_request_id=ex.upstream_request_id,
         error=ex.error,
         cache_hit=ex.cache_hit,
