@@ -312,5 +312,7 @@ def test_a_missing_litellm_is_a_skip_not_a_failure(
 def test_callgrind_totals_are_summed_over_processes() -> None:
     log = "==1== Events    : Ir\n==1== Collected : 1200\n==2== Collected : 34\n"
     assert instructions.collected(log) == 1234
-    with pytest.raises(instructions.BenchError, match="no total"):
+    # bench/ scripts import the harness as a top-level module: the class is harness.BenchError.
+    with pytest.raises(Exception, match="no total") as caught:
         instructions.collected("==1== Callgrind, a call-graph generating cache profiler\n")
+    assert type(caught.value).__name__ == "BenchError"
