@@ -222,7 +222,37 @@ class Fleet:
                 server.stop(signal.SIGQUIT if server.name == "nginx" else signal.SIGTERM, 30)
 
 
+def listening_inodes(table: str, port: int) -> set[str]:
+    """Socket inodes listening on `port` in one /proc/net/tcp{,6} table."""
+    inodes = set()
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            inodes.add(fields[9])
+    return inodes
+
+
+def owns_port(pid: int, port: int) -> bool:
+    """True when the process (or a descendant) holds the socket listening on `port`."""
+    inodes: set[str] = set()
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            inodes |= listening_inodes(Path(f"/proc/net/{name}").read_text(), port)
+    for p in _descendants(pid):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{p}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd).removeprefix("socket:[").removesuffix("]") in inodes:
+                        return True
+    return False
+
+
 def wait_ready(server: Server, probe_path: str, method: str = "GET", timeout: float = 30) -> None:
+    """Wait for an HTTP answer on the server's URL, from the server itself.
+
+    Ports are picked free and then handed to the server, so another program on the machine (a
+    test suite's servers) can take one in between: an answer from anyone else ends the run.
+    """
     deadline = time.monotonic() + timeout
     while True:
         server.check_alive()
@@ -230,13 +260,18 @@ def wait_ready(server: Server, probe_path: str, method: str = "GET", timeout: fl
             request = urllib.request.Request(server.url + probe_path, method=method, data=None)
             with urllib.request.urlopen(request, timeout=2) as response:
                 response.read()
-                return
+            break
         except urllib.error.HTTPError:
-            return  # any HTTP answer means the server is up
+            break  # any HTTP answer means the server is up
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             if time.monotonic() > deadline:
                 raise BenchError(f"{server.name} did not answer on {server.url}") from None
             time.sleep(0.1)
+    port = int(server.url.rsplit(":", 1)[1])
+    if not owns_port(server.process.pid, port):
+        raise BenchError(
+            f"port {port} answered, but not from {server.name}: another program took it; run again"
+        )
 
 
 def _nginx_string(body: bytes) -> str:

@@ -316,3 +316,28 @@ def test_callgrind_totals_are_summed_over_processes() -> None:
     with pytest.raises(Exception, match="no total") as caught:
         instructions.collected("==1== Callgrind, a call-graph generating cache profiler\n")
     assert type(caught.value).__name__ == "BenchError"
+
+
+def test_listening_sockets_are_found_by_port() -> None:
+    table = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+        "timeout inode\n"
+        "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0  "
+        "      0 4242 1 0000000000000000 100 0 0 10 0\n"
+        "   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0  "
+        "      0 4343 1 0000000000000000 20 4 30 10 -1\n"
+    )
+    assert harness.listening_inodes(table, 8080) == {"4242"}
+    assert harness.listening_inodes(table, 8081) == set()
+
+
+def test_a_port_is_owned_by_the_process_listening_on_it() -> None:
+    import os
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert harness.owns_port(os.getpid(), port)
+    assert not harness.owns_port(os.getpid(), port)
