@@ -536,3 +536,37 @@ async def test_a_gzip_body_is_forwarded_decoded_and_a_bomb_is_a_413(
     )
     assert refused.status == 413
     assert len(upstream.received) == 1
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": -600_000_000, "completion_tokens": 10, "total_tokens": 10},
+        {"prompt_tokens": 10**30, "completion_tokens": 2**63, "total_tokens": 1.5},
+        {"prompt_tokens": "12", "completion_tokens": True, "total_tokens": None},
+    ],
+    ids=["negative", "oversized", "not-integers"],
+)
+async def test_unbelievable_usage_is_ignored_and_the_bodies_are_kept(
+    make_proxy: ProxyFactory, app_upstream: AppUpstream, store_url: str, usage: dict[str, Any]
+) -> None:
+    async def chat(request: web.Request) -> web.Response:
+        body = {
+            "model": "gpt-4o",
+            "choices": [{"index": 0, "message": {"content": "kept answer"}}],
+            "usage": usage,
+        }
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    proxy = await make_proxy(upstream={"url": await app_upstream(app)}, store={"db": store_url})
+    answer = await proxy.post("/v1/chat/completions", json={**CHAT, "model": "gpt-4o"})
+    assert answer.status == 200
+    row = await stored(proxy.app, answer.headers["helicone-id"])
+    assert row["prompt_tokens"] is None
+    assert row["completion_tokens"] == (10 if usage["completion_tokens"] == 10 else None)
+    assert row["cost_usd"] is None or row["cost_usd"] >= 0
+    assert row["response_body"]["choices"][0]["message"]["content"] == "kept answer"
+    assert row["request_body"]["messages"][0]["content"] == "hello"
+    assert "usage ignored" in row["error"]

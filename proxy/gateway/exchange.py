@@ -214,6 +214,8 @@ def to_row(ex: Exchange, price: PriceFn | None = None) -> Row:
         if response_cut:
             _note(row, _truncated_note("response", len(raw), size))
     summary = sse.summarize(body)
+    if summary.ignored:
+        _note(row, f"usage ignored, not a token count: {', '.join(summary.ignored)}")
     if row.outcome == "ok" and not stream_done and not summary.finish_reason:
         row.outcome = "stream_incomplete"
     row.response_model = summary.model

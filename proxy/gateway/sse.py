@@ -18,6 +18,8 @@ BOM = b"\xef\xbb\xbf"
 BLANK = frozenset({b"\n", b"\r\n", b"\r"})
 # More choices or tool calls than this in one answer are malformed (OpenAI allows n <= 128).
 MAX_INDEX = 1024
+# Token counts above this (a 32-bit column's range) or below zero are not believed.
+MAX_TOKENS = 2**31 - 1
 # An event held back by the usage filter: a usage-only chunk is far smaller than this.
 USAGE_EVENT_MAX = 64 * 1024
 
@@ -363,10 +365,18 @@ class Summary:
     total_tokens: int | None = None
     cached_tokens: int | None = None
     finish_reason: str | None = None
+    # Usage fields that were present but not believable (negative, huge, not integers).
+    ignored: list[str] = field(default_factory=list)
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _int(value: Any, summary: Summary, name: str) -> int | None:
+    """A token count as the upstream sent it, or None (noted) when it cannot be one."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS:
+        return value
+    summary.ignored.append(f"{name}={str(value)[:40]}")
+    return None
 
 
 def summarize(body: Any) -> Summary:
@@ -376,18 +386,18 @@ def summarize(body: Any) -> Summary:
     summary = Summary(model=body["model"] if isinstance(body.get("model"), str) else None)
     usage = body.get("usage")
     if isinstance(usage, dict):
-        prompt = _int(usage.get("prompt_tokens"))
+        prompt = _int(usage.get("prompt_tokens"), summary, "prompt_tokens")
         if prompt is None:
-            prompt = _int(usage.get("input_tokens"))
-        completion = _int(usage.get("completion_tokens"))
+            prompt = _int(usage.get("input_tokens"), summary, "input_tokens")
+        completion = _int(usage.get("completion_tokens"), summary, "completion_tokens")
         if completion is None:
-            completion = _int(usage.get("output_tokens"))
+            completion = _int(usage.get("output_tokens"), summary, "output_tokens")
         details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
         summary.prompt_tokens = prompt
         summary.completion_tokens = completion
-        summary.total_tokens = _int(usage.get("total_tokens"))
+        summary.total_tokens = _int(usage.get("total_tokens"), summary, "total_tokens")
         if isinstance(details, dict):
-            summary.cached_tokens = _int(details.get("cached_tokens"))
+            summary.cached_tokens = _int(details.get("cached_tokens"), summary, "cached_tokens")
     choices = body.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         reason = choices[0].get("finish_reason")
