@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -14,6 +16,8 @@ import aiosqlite
 from storage.errors import RowRejected, StoreError
 from storage.migrations import SQLITE
 from storage.sql import SqlStore, Tx
+
+log = logging.getLogger("relaylog.store")
 
 BUSY_TIMEOUT_MS = 5000
 # Errors about the data written rather than the database's state (a busy or locked file).
@@ -57,6 +61,31 @@ class SQLiteStore(SqlStore):
         self._read: aiosqlite.Connection | None = None
         # Transactions on the writer connection must not interleave.
         self._write_lock = asyncio.Lock()
+        # (device, inode) of the file opened: a file deleted or replaced under us is noticed.
+        self._identity: tuple[int, int] | None = None
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def _replaced(self) -> bool:
+        return self._identity is not None and self._file_identity() != self._identity
+
+    async def ping(self) -> None:
+        if self._replaced():
+            raise StoreError(f"{self.path} was deleted or replaced while open")
+        await super().ping()
+
+    async def _reopen_if_replaced(self) -> None:
+        """Writing to a deleted file loses every row: open the path again, loudly."""
+        if not self._replaced():
+            return
+        log.error("%s was deleted or replaced while open; opening it again", self.path)
+        await self.close()
+        await self.open()
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -74,12 +103,15 @@ class SQLiteStore(SqlStore):
             await self._write.execute("PRAGMA journal_mode = WAL")
             applied = await self.migrate()
             self._read = await self._connect()
+            if self.path != ":memory:":
+                self._identity = self._file_identity()
         except (sqlite3.Error, StoreError) as exc:
             await self.close()
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         return applied
 
     async def close(self) -> None:
+        self._identity = None
         for conn in (self._read, self._write):
             if conn is not None:
                 await conn.close()
@@ -100,6 +132,7 @@ class SQLiteStore(SqlStore):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """One IMMEDIATE transaction on the writer connection; sqlite errors become StoreError."""
+        await self._reopen_if_replaced()
         conn = self.writer
         try:
             async with self._write_lock:

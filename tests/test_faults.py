@@ -452,9 +452,10 @@ async def test_store_failing_past_the_queue_bound_drops_counts_and_warns(
         answers = [await proxy.post("/v1/chat/completions", json=CHAT) for _ in range(30)]
         await asyncio.sleep(0.3)
     assert [a.status for a in answers] == [200] * 30
+    # Every write fails: not ready, so a load balancer sends calls to a replica that logs them.
     ready = await proxy.get("/readyz")
-    assert ready.status == 200
-    assert (await ready.json())["data"] == {"status": "ready", "queue_depth": 10, "dropped": 20}
+    assert ready.status == 503
+    assert "log writes are failing" in (await ready.json())["error"]
     metrics = (await (await proxy.get("/metrics")).read()).decode()
     assert "relaylog_log_rows_dropped_total 20.0" in metrics
     assert "relaylog_log_queue_depth 10.0" in metrics
@@ -465,6 +466,56 @@ async def test_store_failing_past_the_queue_bound_drops_counts_and_warns(
     await settle(proxy.app)
     assert await count_rows(proxy) == 10
     assert (await proxy.post("/v1/chat/completions", json=CHAT)).status == 200
+    await settle(proxy.app)
+    ready = await proxy.get("/readyz")
+    assert ready.status == 200
+    assert (await ready.json())["data"] == {"status": "ready", "queue_depth": 0, "dropped": 20}
+
+
+async def test_a_nearly_full_queue_reports_unready_and_recovers(
+    make_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = await make_proxy(recorder={"queue_size": 10})
+    store = store_of(proxy.app)
+    gate = asyncio.Event()
+    write = store.write_batch
+
+    async def slow(rows: Sequence[Row]) -> None:
+        await gate.wait()
+        await write(rows)
+
+    monkeypatch.setattr(store, "write_batch", slow)
+    for _ in range(9):
+        assert (await proxy.post("/v1/chat/completions", json=CHAT)).status == 200
+    behind = await proxy.get("/readyz")
+    assert behind.status == 503
+    assert "9 of 10 rows queued" in (await behind.json())["error"]
+    gate.set()
+    await settle(proxy.app)
+    assert (await proxy.get("/readyz")).status == 200
+    assert await count_rows(proxy) == 9
+
+
+async def test_a_deleted_sqlite_file_is_reported_and_opened_again(
+    make_proxy: ProxyFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "gone.db"
+    proxy = await make_proxy(store={"db": str(db)})
+    assert (await proxy.post("/v1/chat/completions", json=CHAT)).status == 200
+    await settle(proxy.app)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    gone = await proxy.get("/readyz")
+    assert gone.status == 503
+    assert "deleted or replaced" in (await gone.json())["error"]
+    with caplog.at_level(logging.ERROR, logger="relaylog.store"):
+        answer = await proxy.post("/v1/chat/completions", json=CHAT)
+        await settle(proxy.app)
+    assert any("deleted or replaced" in r.getMessage() for r in caplog.records)
+    assert (await proxy.get("/readyz")).status == 200
+    with sqlite3.connect(db) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM requests")]
+    assert ids == [answer.headers["helicone-id"]]
 
 
 # Process faults

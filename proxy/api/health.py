@@ -15,10 +15,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store answers a ping; the log queue's depth and drops so far."""
+    """Readiness: the store answers, log writes succeed and the queue is not nearly full."""
     try:
         await request.app[STORE].ping()
     except StoreError as exc:
         raise ApiError(503, f"store unreachable: {exc}") from exc
     recorder = request.app[RECORDER]
+    if recorder.failing:
+        raise ApiError(503, f"log writes are failing ({recorder.failed_commits} failed commits)")
+    if recorder.backlogged:
+        raise ApiError(
+            503, f"log writer is behind: {recorder.depth} of {recorder.queue_size} rows queued"
+        )
     return envelope({"status": "ready", "queue_depth": recorder.depth, "dropped": recorder.dropped})

@@ -17,6 +17,8 @@ from storage.errors import RowRejected
 log = logging.getLogger("relaylog.recorder")
 
 RETRY_START_S = 0.05
+# A queue this full reports the service unready, so a load balancer sends calls elsewhere.
+BACKLOG_SHARE = 0.9
 DROP_WARN_EVERY_S = 10.0
 # A small batch waits this long for more rows: one commit per ~20 ms instead of one per request
 # keeps the writer's thread hops and the per-commit cost off the latency of the calls it logs.
@@ -63,11 +65,17 @@ class Recorder:
         self.dropped = 0
         self.written = 0
         self.failed_commits = 0
+        self.failing = False  # the last commit failed: nothing is being written right now
         self.lost_on_shutdown = 0
 
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def backlogged(self) -> bool:
+        """The queue is nearly full: the writer is behind and new exchanges may soon be dropped."""
+        return len(self._queue) >= self.queue_size * BACKLOG_SHARE
 
     @property
     def serving(self) -> int:
@@ -215,6 +223,7 @@ class Recorder:
                 await self.store.write_batch(rows)
             except Exception as exc:
                 self.failed_commits += 1
+                self.failing = True
                 log.warning(
                     "log write of %d rows failed (%s); retrying in %.2fs", len(rows), exc, backoff
                 )
@@ -232,6 +241,7 @@ class Recorder:
                     backoff = min(backoff * 2, self.retry_max_s)
                     continue
             backoff = RETRY_START_S
+            self.failing = False
             for _ in range(taken):
                 done = self._queue.popleft()
                 self._queued[done.id] -= 1
