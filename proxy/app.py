@@ -20,8 +20,8 @@ from proxy.gateway.pricing import PriceTable
 from proxy.gateway.ratelimit import RateLimiter, counters_for
 from proxy.gateway.recorder import Recorder
 from proxy.metrics import Metrics
-from proxy.origin import SITE_POLICY, SitePolicy, site_middleware
-from proxy.state import FORWARDER, METRICS, POLICY, RECORDER, SETTINGS, STORE
+from proxy.origin import SitePolicy, site_middleware
+from proxy.state import FORWARDER, METRICS, POLICY, RECORDER, SETTINGS, SITE_POLICY, STORE
 from storage import open_store
 
 

@@ -13,15 +13,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from yarl import URL
 
 from proxy.config import Settings
 from proxy.errors import FORWARD_ROUTE, ApiError
 from proxy.gateway.headers import new_request_id
+from proxy.state import SITE_POLICY
 
 log = logging.getLogger("relaylog.origin")
 
@@ -37,8 +38,6 @@ FEEDBACK_WRITE_ROUTES = frozenset(
     {"request_feedback", "request_score", "session_feedback", "legacy_feedback", "feedback_batch"}
 )
 WARN_EVERY_S = 10.0
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _normal_host(value: str) -> str:
@@ -117,9 +116,6 @@ class SitePolicy:
 
     def grants_feedback(self, origin: str) -> bool:
         return ANY_HOST in self.feedback_origins or origin in self.feedback_origins
-
-
-SITE_POLICY = web.AppKey("site_policy", SitePolicy)
 
 
 def _local_address(request: web.Request) -> tuple[str, int] | None:

@@ -12,12 +12,14 @@ if TYPE_CHECKING:
     from proxy.gateway.forward import Forwarder
     from proxy.gateway.recorder import Recorder
     from proxy.metrics import Metrics
+    from proxy.origin import SitePolicy
     from storage import Store
 
 # Types are named in the annotations only, so the modules that define them can import this one.
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 POLICY: web.AppKey[AccessPolicy] = web.AppKey("access_policy")
+SITE_POLICY: web.AppKey[SitePolicy] = web.AppKey("site_policy")
 STORE: web.AppKey[Store] = web.AppKey("store")
 RECORDER: web.AppKey[Recorder] = web.AppKey("recorder")
 FORWARDER: web.AppKey[Forwarder] = web.AppKey("forwarder")
