@@ -15,7 +15,9 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, settings
 
-from proxy.api.openapi import document
+from proxy.api import ROUTES
+from proxy.api.models import NO_NUL
+from proxy.api.openapi import PATH_PATTERN, REF, document
 from proxy.app import create_app
 from proxy.config import Settings
 from proxy.errors import FORWARD_ROUTE
@@ -35,6 +37,25 @@ async def test_openapi_json_is_served(proxy: Any) -> None:
     doc = orjson.loads(await response.read())
     assert doc == document()
     assert doc["openapi"].startswith("3.1")
+
+
+def test_body_and_answer_schemas_are_their_models() -> None:
+    """The document's schemas are generated, so they cannot drift from the validation."""
+    doc = document()
+    schemas = doc["components"]["schemas"]
+    for route in ROUTES:
+        operation = doc["paths"][PATH_PATTERN.sub(r"{\1}", route.path)][route.method.lower()]
+        models = [m for m in (route.body, route.data) if isinstance(m, type)]
+        for model in models:
+            generated = model.model_json_schema(ref_template=REF)
+            generated.pop("$defs", None)
+            assert schemas[model.__name__] == generated
+        if route.body is not None:
+            body = operation["requestBody"]["content"]["application/json"]["schema"]
+            assert body == {"$ref": REF.format(model=route.body.__name__)}
+        else:
+            assert "requestBody" not in operation
+    assert schemas["DatasetCreateBody"]["properties"]["datasetName"]["pattern"] == NO_NUL
 
 
 def _aiohttp_path(canonical: str) -> str:

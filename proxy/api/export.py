@@ -4,26 +4,33 @@ from __future__ import annotations
 
 import logging
 from contextlib import aclosing
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from aiohttp import web
 from multidict import MultiMapping
+from pydantic import Field
 
+from proxy.api.http import Param
 from proxy.api.models import MAX_OFFSET
 from proxy.errors import ApiError
 from proxy.state import STORE
 from storage.errors import StoreError
 from storage.query.export import FORMATS, ExportCounts, export_chunks
 from storage.query.filters import compile_filter, conjoin
-from storage.query.selection import Selection, selection_tree
+from storage.query.selection import SHORTHANDS, selection_of, selection_tree
 
 log = logging.getLogger("relaylog.export")
 
-EXPORT_PARAMS = frozenset(
-    {"model", "user", "session", "outcome", "property", "score", "feedback", "since", "until"}
-    | {"dataset", "filter", "format", "limit"}
+# The shorthand filters (repeatable ones may be given several times), then a filter tree as
+# JSON, the format and a row limit.
+PARAMS: tuple[Param, ...] = (
+    *(Param(s.name, "query", str if s.choices is None else Literal[s.choices]) for s in SHORTHANDS),
+    Param("filter", "query", Annotated[str, Field(description="A filter tree as JSON.")]),
+    Param("format", "query", Literal[tuple(FORMATS)]),
+    Param("limit", "query", Annotated[int, Field(ge=1)]),
 )
+EXPORT_PARAMS = frozenset(param.name for param in PARAMS)
 
 
 def export_request(query: MultiMapping[str]) -> tuple[Any, str, int | None]:
@@ -48,18 +55,7 @@ def export_request(query: MultiMapping[str]) -> tuple[Any, str, int | None]:
             tree = orjson.loads(query["filter"])
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, f"filter is not valid JSON: {exc}", code="invalid_query") from None
-    selection = Selection(
-        feedback=query.get("feedback"),
-        models=query.getall("model", []),
-        users=query.getall("user", []),
-        sessions=query.getall("session", []),
-        outcomes=query.getall("outcome", []),
-        properties=query.getall("property", []),
-        scores=query.getall("score", []),
-        since=query.get("since"),
-        until=query.get("until"),
-        dataset=query.get("dataset"),
-    )
+    selection = selection_of(lambda s: query.getall(s.name, []) if s.repeat else query.get(s.name))
     return conjoin(tree, selection_tree(selection)), fmt, limit
 
 

@@ -9,8 +9,8 @@ CORS routes answer the browser's preflight.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 import orjson
 from aiohttp import web
@@ -31,11 +31,26 @@ MAX_PROBLEMS = 3
 ModelT = TypeVar("ModelT", bound=BaseModel)
 # A handler takes the request, and the validated body when its route has one.
 RouteHandler = Callable[..., Awaitable[web.StreamResponse]]
+Schema = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A path or query parameter: its name, where it is, and its type (for its schema)."""
+
+    name: str
+    where: Literal["path", "query"]
+    type: Any
+    required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One management endpoint: what serves it, who may call it, and what it is for."""
+    """One management endpoint: what serves it, who may call it, and how OpenAPI shows it.
+
+    The answer is `status` with the envelope's `data` described by `data` (an Answer model or
+    a schema), or by `content` (a whole content map) when it is not an envelope.
+    """
 
     method: str
     path: str
@@ -47,6 +62,12 @@ class Route:
     cors: bool = False
     # Counted in relaylog_feedback_requests_total.
     metered: bool = False
+    status: int = 200
+    answer: str = "OK."
+    data: type[BaseModel] | Schema = field(default_factory=dict)
+    content: Schema | None = None
+    errors: tuple[int, ...] = ()
+    params: tuple[Param, ...] = ()
 
 
 def _problems(exc: ValidationError) -> str:

@@ -1,9 +1,14 @@
-"""The management API's request bodies as pydantic models; the OpenAPI schemas come from them."""
+"""The management API's bodies, answers and path parameters as pydantic models and types.
+
+Request bodies are validated with these models; the answer models describe what the handlers
+return (schemathesis checks real answers against them). proxy/api/openapi.py makes the
+document's schemas from both.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -18,6 +23,7 @@ from pydantic import (
     field_validator,
 )
 
+from proxy.gateway.headers import REQUEST_ID_RE
 from storage.query.pages import SORT_ALIASES, SORTS, Direction, PageQuery
 from storage.query.stats import check_dimensions
 
@@ -242,15 +248,109 @@ class DatasetListBody(Body):
     datasetIds: list[RequestId] | None = Field(None, max_length=MAX_IDS)
 
 
-BODIES: tuple[type[Body], ...] = (
-    FeedbackBody,
-    SessionFeedbackBody,
-    LegacyFeedbackBody,
-    BatchBody,
-    ScoresBody,
-    QueryBody,
-    StatsBody,
-    DatasetCreateBody,
-    DatasetMutateBody,
-    DatasetListBody,
-)
+# Path parameters.
+RequestIdParam = Annotated[
+    str,
+    StringConstraints(pattern=f"^{REQUEST_ID_RE.pattern}$"),
+    Field(
+        description="A Helicone-Request-Id as logged (1-128 of [A-Za-z0-9._:@-]).",
+        examples=["ticket-42-1700000000"],
+    ),
+]
+SessionIdParam = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024), Field(examples=["chat-7"])
+]
+DatasetRefParam = Annotated[str, StringConstraints(min_length=1)]
+
+Timestamp = Annotated[str, Field(description="UTC, e.g. 2025-01-31T12:00:00.000Z")]
+
+
+class Answer(BaseModel):
+    """What a handler returns inside the envelope's `data` (documentation and tests only)."""
+
+
+class Health(Answer):
+    status: Literal["ok"]
+
+
+class Ready(Answer):
+    status: Literal["ready"]
+    queue_depth: int
+    dropped: int
+
+
+class Feedback(Answer):
+    """A request's rating as stored."""
+
+    request_id: str
+    rating: bool
+    comment: str | None = None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class SessionFeedback(Answer):
+    """A session's rating as stored."""
+
+    session_id: str
+    rating: bool
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class Scores(Answer):
+    request_id: str
+    scores: dict[str, float]
+
+
+class BatchItemResult(Answer):
+    """One item's own status, answer and error."""
+
+    index: int
+    request_id: str | None
+    status: int
+    data: Feedback | None
+    error: str | None
+
+
+class BatchResult(Answer):
+    stored: int
+    failed: int
+    results: list[BatchItemResult]
+
+
+class RecordFeedback(Answer):
+    rating: bool
+    comment: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class SessionRating(Answer):
+    rating: bool
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class Session(Answer):
+    id: str
+    path: str | None
+    name: str | None
+    feedback: SessionRating | None
+
+
+class LoggedRequest(Answer):
+    """One logged exchange with its feedback, scores, properties and session (storage's record)."""
+
+    id: str
+    created_at: Timestamp
+    method: str
+    path: str
+    status: int | None = None
+    outcome: str
+    model: str | None = None
+    is_stream: bool
+    properties: dict[str, str]
+    feedback: RecordFeedback | None = None
+    scores: dict[str, float]
+    session: Session | None = None

@@ -1,14 +1,15 @@
 """Shorthand filters (`--feedback up`, `--property k=v`, `--score 'accuracy>90'`) as a filter tree.
 
-The CLI's filter flags and GET /v1/export's query parameters share these names. Repeating
-model, user, session or outcome means any of them; repeating property or score means all.
+SHORTHANDS names them once: the CLI's filter flags, GET /v1/export's query parameters and
+the OpenAPI document are made from it. Repeating model, user, session or outcome means any
+of them; repeating property or score means all.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,37 @@ class Selection:
     since: str | None = None
     until: str | None = None
     dataset: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shorthand:
+    """One shorthand filter: its flag and parameter name, the Selection field, how it reads."""
+
+    name: str
+    field: str
+    help: str
+    repeat: bool = False
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+
+
+SHORTHANDS: tuple[Shorthand, ...] = (
+    Shorthand("feedback", "feedback", "rated up, down, none or any", choices=tuple(FEEDBACK)),
+    Shorthand("model", "models", "model (any of)", repeat=True),
+    Shorthand("user", "users", "user id (any of)", repeat=True),
+    Shorthand("session", "sessions", "session id (any of)", repeat=True),
+    Shorthand("outcome", "outcomes", "ok, upstream_error, ... (any of)", repeat=True),
+    Shorthand("property", "properties", "KEY=VALUE (all of)", repeat=True, metavar="KEY=VALUE"),
+    Shorthand("score", "scores", "e.g. 'accuracy>90' (all of)", repeat=True, metavar="'NAME>N'"),
+    Shorthand("since", "since", "ISO date/time, or a span ago: 30m, 24h, 7d, 2w"),
+    Shorthand("until", "until", "ISO date/time, or a span ago (exclusive)"),
+    Shorthand("dataset", "dataset", "rows of this dataset", metavar="NAME"),
+)
+
+
+def selection_of(value: Callable[[Shorthand], Any]) -> Selection:
+    """The Selection whose fields `value` gives per shorthand (a list for repeatable ones)."""
+    return Selection(**{shorthand.field: value(shorthand) for shorthand in SHORTHANDS})
 
 
 def moment(text: str, where: str, now: float | None = None) -> str:
