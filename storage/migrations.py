@@ -1,7 +1,13 @@
-"""Named, ordered migrations. Applied ones are never edited: add a new one instead."""
+"""Named, ordered migrations, registered by @migration. Applied ones are never edited.
+
+A migration is a function `mNNN_name(dialect) -> statements`, named `NNN_name` in the
+relaylog_migrations table of every store it has run on: add a new one at the end with the
+next number, and never rename, edit or remove a shipped one.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,7 +24,23 @@ class Dialect:
 SQLITE = Dialect(name="sqlite", real="REAL", bigint="INTEGER")
 POSTGRES = Dialect(name="postgres", real="DOUBLE PRECISION", bigint="BIGINT")
 
+Migration = Callable[[Dialect], list[str]]
+NAME = re.compile(r"m(\d{3})_[a-z0-9_]+")
+_registered: list[tuple[str, Migration]] = []
 
+
+def migration(function: Migration) -> Migration:
+    """Register `function` as the next migration, named from it: m003_gateway is 003_gateway."""
+    match = NAME.fullmatch(function.__name__)
+    if match is None:
+        raise ValueError(f"migration {function.__name__!r} must be named mNNN_name")
+    if int(match.group(1)) != len(_registered) + 1:
+        raise ValueError(f"migration {function.__name__!r} is not number {len(_registered) + 1}")
+    _registered.append((function.__name__.removeprefix("m"), function))
+    return function
+
+
+@migration
 def m001_initial(d: Dialect) -> list[str]:
     return [
         f"""CREATE TABLE requests (
@@ -114,6 +136,7 @@ LATENCY_BUCKET_SQL = (
 )
 
 
+@migration
 def m002_query_datasets(d: Dialect) -> list[str]:
     """Indexes for filtered pages, stats and feedback joins; datasets of request ids."""
     statements = [
@@ -149,6 +172,7 @@ def m002_query_datasets(d: Dialect) -> list[str]:
     return statements
 
 
+@migration
 def m003_gateway(d: Dialect) -> list[str]:
     """Cache entries, rate-limit events, and the row columns for hits, retries and fallbacks."""
     columns = [
@@ -191,11 +215,8 @@ def m003_gateway(d: Dialect) -> list[str]:
     ]
 
 
-MIGRATIONS: tuple[tuple[str, Callable[[Dialect], list[str]]], ...] = (
-    ("001_initial", m001_initial),
-    ("002_query_datasets", m002_query_datasets),
-    ("003_gateway", m003_gateway),
-)
+# Every migration in order, as (name, function).
+MIGRATIONS: tuple[tuple[str, Migration], ...] = tuple(_registered)
 
 MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS relaylog_migrations (
     name TEXT PRIMARY KEY,

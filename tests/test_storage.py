@@ -11,7 +11,7 @@ import pytest
 import storage.sql as sql_store
 from storage import Store, open_store
 from storage.errors import StoreError
-from storage.migrations import MIGRATIONS
+from storage.migrations import MIGRATIONS, Dialect, migration
 from storage.models import Row
 from storage.postgres import split_url, to_numbered
 
@@ -33,6 +33,34 @@ async def describe(store: Store) -> list[tuple[Any, ...]]:
     return sorted(tuple(r.values()) for r in columns) + sorted(
         (r["indexname"], r["indexdef"].split(" ON ", 1)[1].split(" USING ")[-1]) for r in indexes
     )
+
+
+# Every migration that has shipped, in order. Stores in the field have these names recorded:
+# append a new migration's name here, never change or remove one.
+SHIPPED_MIGRATIONS = ["001_initial", "002_query_datasets", "003_gateway"]
+
+
+def test_shipped_migrations_only_grow() -> None:
+    names = [name for name, _ in MIGRATIONS]
+    assert names[: len(SHIPPED_MIGRATIONS)] == SHIPPED_MIGRATIONS
+    assert names == SHIPPED_MIGRATIONS, "add the new migration's name to SHIPPED_MIGRATIONS"
+    assert [name for name, function in MIGRATIONS] == [
+        function.__name__.removeprefix("m") for _, function in MIGRATIONS
+    ]
+
+
+def test_a_migration_is_named_and_numbered_in_order() -> None:
+    def m099_out_of_order(d: Dialect) -> list[str]:
+        return []
+
+    def add_index(d: Dialect) -> list[str]:
+        return []
+
+    with pytest.raises(ValueError, match="is not number"):
+        migration(m099_out_of_order)
+    with pytest.raises(ValueError, match="must be named mNNN_name"):
+        migration(add_index)
+    assert [name for name, _ in MIGRATIONS] == SHIPPED_MIGRATIONS
 
 
 async def test_blank_store_gets_every_migration_and_rerun_changes_nothing(store_url: str) -> None:
