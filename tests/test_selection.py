@@ -1,11 +1,13 @@
-"""The shorthand filters: one definition behind the CLI flags, export parameters and OpenAPI."""
+"""The shorthand filters: one definition behind CLI flags, export parameters and OpenAPI."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 from proxy.api.export import EXPORT_PARAMS
 from proxy.api.openapi import document
+from proxy.cli.filters import add_filter_args, filter_tree
 from storage.query.selection import SHORTHANDS, Selection, selection_of, selection_tree
 
 
@@ -22,6 +24,23 @@ def test_export_parameters_and_the_document_use_the_shorthand_names() -> None:
     assert {p["name"] for p in parameters} == EXPORT_PARAMS
     feedback = next(p for p in parameters if p["name"] == "feedback")
     assert feedback["schema"]["enum"] == ["up", "down", "none", "any"]
+
+
+def test_cli_flags_are_the_shorthand_names() -> None:
+    parser = argparse.ArgumentParser()
+    add_filter_args(parser)
+    flags = {option for action in parser._actions for option in action.option_strings}
+    assert flags - {"-h", "--help"} == {f"--{s.name}" for s in SHORTHANDS} | {"--filter"}
+    args = parser.parse_args(["--model", "a", "--model", "b", "--feedback", "up"])
+    assert filter_tree(args) == {
+        "left": {"feedback": {"rating": {"equals": True}}},
+        "operator": "and",
+        "right": {
+            "left": {"request": {"model": {"equals": "a"}}},
+            "operator": "or",
+            "right": {"request": {"model": {"equals": "b"}}},
+        },
+    }
 
 
 def test_selection_of_reads_each_shorthand_by_name() -> None:
