@@ -14,7 +14,7 @@ from proxy.gateway.exchange import Exchange, to_row
 from proxy.gateway.headers import HeliconeOptions
 from proxy.gateway.recorder import Recorder
 from storage import Row, open_store
-from storage.errors import StoreError
+from storage.errors import RowRejected, StoreError
 from storage.sqlite import SQLiteStore
 
 
@@ -177,4 +177,29 @@ async def test_a_row_the_store_refuses_does_not_hold_up_the_queue(store_url: str
     assert bare["prompt_tokens"] is None and bare["response_body"] is None
     assert "stored without bodies" in bare["error"]
     assert recorder.dropped == 0
+    await store.close()
+
+
+class RefusingStore(SQLiteStore):
+    """A real SQLite store that refuses every write holding the row `r3`, even bare."""
+
+    async def write_batch(self, rows: Sequence[Row]) -> None:
+        if any(row.id == "r3" for row in rows):
+            raise RowRejected("value out of range")
+        await super().write_batch(rows)
+
+
+async def test_a_dropped_row_is_counted_as_dropped_not_written(tmp_path: Path) -> None:
+    store = RefusingStore(str(tmp_path / "refusing.db"))
+    await store.open()
+    recorder = Recorder(
+        store, to_row, queue_size=100, batch_size=10, retry_max_s=0.05, drain_timeout_s=2
+    )
+    recorder.start()
+    for n in range(6):
+        recorder.begin(exchange(n))
+        recorder.submit(exchange(n))
+    await recorder.stop()
+    assert await count(store) == 5
+    assert (recorder.written, recorder.dropped) == (5, 1)
     await store.close()

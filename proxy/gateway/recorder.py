@@ -64,6 +64,7 @@ class Recorder:
         self._last_drop_warning = 0.0
         self.dropped = 0
         self.written = 0
+        self._refused = 0  # rows of the batch being written that the store refused outright
         self.failed_commits = 0
         self.failing = False  # the last commit failed: nothing is being written right now
         self.lost_on_shutdown = 0
@@ -166,6 +167,7 @@ class Recorder:
 
         False when a write failed for another reason (the batch is then retried whole).
         """
+        self._refused = 0
         for row in rows:
             try:
                 await self.store.write_batch([row])
@@ -192,6 +194,7 @@ class Recorder:
                 log.error("exchange %s stored without its bodies: %s", row.id, reason)
             except RowRejected:
                 self.dropped += 1
+                self._refused += 1
                 log.error("exchange %s was refused by the store and dropped: %s", row.id, reason)
             except Exception:
                 return False
@@ -248,5 +251,7 @@ class Recorder:
                 if self._queued[done.id] <= 0:
                     del self._queued[done.id]
                 self._forget_session(done)
-            self.written += taken
+            # Rows the store refused outright were counted as dropped, not written.
+            self.written += taken - self._refused
+            self._refused = 0
             rows = []
