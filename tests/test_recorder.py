@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from proxy.gateway.exchange import Exchange, to_row
@@ -203,3 +204,102 @@ async def test_a_dropped_row_is_counted_as_dropped_not_written(tmp_path: Path) -
     assert await count(store) == 5
     assert (recorder.written, recorder.dropped) == (5, 1)
     await store.close()
+
+
+async def test_caught_up_waits_for_every_row_queued_before_it(tmp_path: Path) -> None:
+    store = FlakyStore(str(tmp_path / "r.db"), failures=2)
+    await store.open()
+    recorder = recorder_for(store)
+    recorder.start()
+    for n in range(5):
+        recorder.begin(exchange(n))
+        recorder.submit(exchange(n))
+    assert await recorder.caught_up(5.0)
+    assert recorder.settled == recorder.submitted == 5
+    assert await count(store) == 5
+    await recorder.stop()
+    await store.close()
+
+
+async def test_caught_up_gives_up_after_its_timeout_while_the_store_fails(
+    tmp_path: Path,
+) -> None:
+    store = FlakyStore(str(tmp_path / "r.db"), failures=10_000)
+    await store.open()
+    recorder = recorder_for(store, drain_timeout_s=0.1)
+    recorder.start()
+    recorder.begin(exchange(1))
+    recorder.submit(exchange(1))
+    assert not await recorder.caught_up(0.2)
+    assert recorder.settled == 0
+    store.failures = 0
+    assert await recorder.caught_up(5.0)
+    await recorder.stop()
+    await store.close()
+
+
+# Read your writes: a read sees every exchange answered before it, without waiting in the test.
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "read me back"}]}
+
+
+async def _call(client: Any, request_id: str) -> None:
+    response = await client.post(
+        "/v1/chat/completions", json=CHAT, headers={"Helicone-Request-Id": request_id}
+    )
+    assert response.status == 200
+    await response.read()
+
+
+async def _read_detail(client: Any) -> list[str]:
+    response = await client.get("/v1/request/ryw-1")
+    assert response.status == 200, await response.text()
+    data = (await response.json())["data"]
+    assert data["state"] == "logged"
+    return [data["id"]]
+
+
+async def _read_query(client: Any) -> list[str]:
+    response = await client.post("/v1/request/query", json={"filter": "all"})
+    return [row["request_id"] for row in (await response.json())["data"]]
+
+
+async def _read_stats(client: Any) -> list[str]:
+    response = await client.post("/v1/request/stats", json={})
+    return ["ryw-1"] * (await response.json())["data"]["requests"]
+
+
+async def _read_export(client: Any) -> list[str]:
+    response = await client.get("/v1/export")
+    return [orjson.loads(line)["id"] for line in (await response.read()).splitlines()]
+
+
+@pytest.mark.parametrize("read", [_read_detail, _read_query, _read_stats, _read_export])
+async def test_every_read_right_after_the_answer_sees_the_call(make_proxy: Any, read: Any) -> None:
+    client = await make_proxy()
+    await _call(client, "ryw-1")
+    assert await read(client) == ["ryw-1"]
+
+
+async def test_a_running_stream_is_shown_in_progress(make_proxy: Any) -> None:
+    client = await make_proxy()
+    response = await client.post(
+        "/v1/chat/completions",
+        json={**CHAT, "stream": True},
+        headers={"Helicone-Request-Id": "ryw-live", "Sandbox-Fault": "chunk_delay_ms=150"},
+    )
+    assert response.status == 200
+    await response.content.readany()
+
+    live = await client.get("/v1/request/ryw-live")
+    assert live.status == 200, await live.text()
+    data = (await live.json())["data"]
+    assert data["state"] == "in_progress"
+    assert data["request_model"] == "gpt-4o-mini"
+    assert data["is_stream"] is True
+
+    await response.read()
+    done = await client.get("/v1/request/ryw-live")
+    data = (await done.json())["data"]
+    assert data["state"] == "logged"
+    assert data["outcome"] == "ok"

@@ -20,11 +20,16 @@ from proxy.api.models import (
     json_type,
 )
 from proxy.errors import ApiError, envelope
+from proxy.gateway.exchange import fallback_row
 from proxy.gateway.headers import is_valid_request_id
 from proxy.state import RECORDER, SETTINGS, STORE
+from storage.query.rows import present_unstored
 
 MAX_SESSION_ID_CHARS = 1024
 POLL_S = 0.05
+# `state` in the request detail: the stored exchange, or one still being served.
+LOGGED = "logged"
+IN_PROGRESS = "in_progress"
 
 
 def _wait_s(app: web.Application) -> float:
@@ -174,17 +179,47 @@ async def request_score(request: web.Request, body: ScoresBody) -> web.Response:
     return envelope({"request_id": request_id, "scores": scores}, status=201)
 
 
+def _live_detail(app: web.Application, request_id: str) -> dict[str, Any] | None:
+    """The exchange with this id as far as it got, while it is still being served."""
+    recorder = app[RECORDER]
+    running = recorder.serving_exchange(request_id)
+    if running is None:
+        return None
+    try:
+        row = recorder.to_row(running)
+    except Exception:
+        row = fallback_row(running)
+    live = present_unstored(row)
+    live["outcome"] = None
+    return {**live, "state": IN_PROGRESS}
+
+
 async def request_detail(request: web.Request) -> web.Response:
-    """The logged exchange with its feedback, scores, properties and session."""
+    """The logged exchange with its feedback, scores, properties and session.
+
+    Every exchange answered before this read is shown (the read waits for its row to be
+    written, up to feedback.wait_ms); one still being served is shown as far as it got.
+    """
     request_id = _check_request_id(request.match_info["id"])
-    store = request.app[STORE]
+    store, recorder = request.app[STORE], request.app[RECORDER]
+    wait_s = _wait_s(request.app)
+    await recorder.caught_up(wait_s)
     row = await store.get_request(request_id)
     if row is None:
-        if request.app[RECORDER].is_pending(request_id):
+        live = _live_detail(request.app, request_id)
+        if live is not None:
+            return envelope(live)
+        if recorder.is_pending(request_id):
             raise ApiError(
-                404,
-                f"request {request_id!r} is still being served or written; retry shortly",
+                503,
+                f"request {request_id!r} is still queued for writing after {wait_s * 1000:.0f} ms; "
+                "the store is slow or failing",
                 code="not_written_yet",
             )
-        raise ApiError(404, f"no request with id {request_id!r} was logged", code="unknown_request")
-    return envelope(row)
+        # It may have been written between the first lookup and the checks above.
+        row = await store.get_request(request_id)
+        if row is None:
+            raise ApiError(
+                404, f"no request with id {request_id!r} was logged", code="unknown_request"
+            )
+    return envelope({**row, "state": LOGGED})

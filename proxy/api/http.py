@@ -21,7 +21,7 @@ from proxy.api.models import Body, json_type
 from proxy.auth import KeyPolicy
 from proxy.bodies import read_bounded
 from proxy.errors import ApiError
-from proxy.state import METRICS, POLICY, SETTINGS
+from proxy.state import METRICS, POLICY, RECORDER, SETTINGS
 from storage.errors import DatasetExists, FilterError, QueryError, StoreError, UnknownDataset
 
 CORS_ALLOW_HEADERS = "Authorization, Content-Type"
@@ -138,6 +138,10 @@ async def _call(route: Route, request: web.Request) -> web.StreamResponse:
     keys = request.app[POLICY].keyring(route.keys)
     if keys is not None:
         keys.require(request.headers.get("Authorization"), "Authorization")
+    if route.keys == "proxy":
+        # Read your writes: the log's readers see every exchange answered before the call
+        # arrived, once the writer has committed them (or after feedback.wait_ms).
+        await request.app[RECORDER].caught_up(request.app[SETTINGS].feedback.wait_ms / 1000)
     if route.body is None:
         return await route.handler(request)
     return await route.handler(request, await read_model(request, route.body))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -34,6 +35,8 @@ class Recorder:
 
     A failed commit is retried with backoff and the batch stays at the head of the queue.
     When the queue is full the exchange is still served, and the drop is counted and logged.
+    Reads call `caught_up` to see every exchange queued before them: `submitted` counts the
+    exchanges queued so far and `settled` those written (or given up), in queue order.
     """
 
     def __init__(
@@ -58,7 +61,13 @@ class Recorder:
         self._in_flight: Counter[str] = Counter()
         self._queued: Counter[str] = Counter()
         self._sessions: Counter[str] = Counter()
+        self._serving: dict[str, Exchange] = {}
         self._wakeup = asyncio.Event()
+        # Set by a waiting read so the writer commits at once instead of lingering for more rows.
+        self._hurry = asyncio.Event()
+        self._progress = asyncio.Event()
+        self.submitted = 0
+        self.settled = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._last_drop_warning = 0.0
@@ -91,6 +100,7 @@ class Recorder:
     def begin(self, exchange: Exchange) -> None:
         """Mark an exchange as being served, so feedback for it (or its session) is accepted."""
         self._in_flight[exchange.id] += 1
+        self._serving[exchange.id] = exchange
         if exchange.session_id is not None:
             self._sessions[exchange.session_id] += 1
 
@@ -107,6 +117,7 @@ class Recorder:
         self._in_flight[exchange.id] -= 1
         if self._in_flight[exchange.id] <= 0:
             del self._in_flight[exchange.id]
+            self._serving.pop(exchange.id, None)
         if len(self._queue) >= self.queue_size:
             self._forget_session(exchange)
             self.dropped += 1
@@ -121,8 +132,39 @@ class Recorder:
             return False
         self._queue.append(exchange)
         self._queued[exchange.id] += 1
+        self.submitted += 1
         self._wakeup.set()
         return True
+
+    def serving_exchange(self, request_id: str) -> Exchange | None:
+        """The exchange with this id being served right now (the latest, if several), or None."""
+        return self._serving.get(request_id)
+
+    async def caught_up(self, timeout_s: float) -> bool:
+        """Wait until every exchange queued before this call is written; False after `timeout_s`.
+
+        An exchange the store refused for good counts as settled, so a read never waits on it.
+        """
+        target = self.submitted
+        if self.settled >= target:
+            return True
+        self._hurry.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.settled < target:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._progress.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    def _settle(self, count: int) -> None:
+        self.settled += count
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
 
     def is_pending(self, request_id: str) -> bool:
         """True while the exchange is being served or waits in the queue."""
@@ -216,7 +258,9 @@ class Recorder:
                 deadline = time.monotonic() + self.drain_timeout_s
             if not rows:
                 if len(self._queue) < self.batch_size and not self._stopping:
-                    await asyncio.sleep(LINGER_S)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), LINGER_S)
+                self._hurry.clear()
                 batch = list(islice(self._queue, self.batch_size))
                 taken = len(batch)
                 # A reused id replaces the exchange; within one batch only its last row counts.
@@ -254,4 +298,5 @@ class Recorder:
             # Rows the store refused outright were counted as dropped, not written.
             self.written += taken - self._refused
             self._refused = 0
+            self._settle(taken)
             rows = []

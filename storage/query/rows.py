@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from storage.models import ROW_COLUMNS, json_or_text
+from storage.models import ROW_COLUMNS, Row, json_or_text
 
 if TYPE_CHECKING:
     from storage.base import Store
@@ -80,6 +80,14 @@ def present(row: Mapping[str, Any], scores: Mapping[str, float]) -> dict[str, An
     out["scores"] = dict(scores)
     out["session"] = _session(row)
     return out
+
+
+def present_unstored(row: Row) -> dict[str, Any]:
+    """A row not stored yet (an exchange still being served) in the shape `present` gives."""
+    record: dict[str, Any] = {column: getattr(row, column) for column in ROW_COLUMNS}
+    record["properties"] = orjson.dumps(row.properties).decode()
+    record.update(feedback_rating=None, session_rating=None)
+    return present(record, {})
 
 
 def helicone_row(row: Mapping[str, Any], scores: dict[str, float]) -> dict[str, Any]:
