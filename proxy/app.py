@@ -83,6 +83,7 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
             fallback_default=settings.fallbacks.default,
             fallback_codes=frozenset(settings.fallbacks.on_codes),
             cost_of=lambda ex: to_row(ex, price).cost_usd,
+            strict_headers=settings.server.strict_headers,
         )
         try:
             yield

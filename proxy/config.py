@@ -54,6 +54,11 @@ class ServerSettings(Section):
         description="Host names (name or name:port) relaylog answers besides 127.0.0.1, "
         "localhost and [::1] on its port; '*' = any. Others get 421.",
     )
+    strict_headers: bool = Field(
+        False,
+        description="Refuse a malformed or over-long Helicone logging header with a 400 "
+        "instead of forwarding the call with a warning.",
+    )
     workers: int = Field(
         1,
         ge=1,

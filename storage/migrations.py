@@ -215,6 +215,12 @@ def m003_gateway(d: Dialect) -> list[str]:
     ]
 
 
+@migration
+def m004_row_warnings(d: Dialect) -> list[str]:
+    """What was wrong with a call's logging headers (a JSON list), kept on its row."""
+    return ["ALTER TABLE requests ADD COLUMN warnings TEXT"]
+
+
 # Every migration in order, as (name, function).
 MIGRATIONS: tuple[tuple[str, Migration], ...] = tuple(_registered)
 

@@ -88,6 +88,8 @@ class Row:
     attempt_log: str | None = None
     fallback_index: int | None = None
     upstream_target: str | None = None
+    # A JSON list of what was wrong with the call's logging headers, or NULL.
+    warnings: str | None = None
 
 
 # Column order used by every INSERT; `properties` is stored as JSON text here and also

@@ -293,19 +293,22 @@ async def test_oversized_body_is_refused_before_it_is_sent(
 
 BAD_REQUESTS: list[tuple[str, bytes]] = [
     ("huge header value", b"X-Big: " + b"a" * 20_000 + b"\r\n"),
-    ("huge property value", b"Helicone-Property-Big: " + b"a" * 5000 + b"\r\n"),
     (
         "10,000 property headers",
         b"".join(b"Helicone-Property-P%d: v\r\n" % i for i in range(10_000)),
     ),
+    ("very long request id", b"Helicone-Request-Id: " + b"r" * 9000 + b"\r\n"),
+    ("control characters", b"Helicone-Session-Path: /a\x01b\r\n"),
+]
+# Logging headers that are wrong but fit HTTP's limits: the call goes through with a warning.
+BAD_LOGGING_HEADERS: list[tuple[str, bytes]] = [
+    ("huge property value", b"Helicone-Property-Big: " + b"a" * 5000 + b"\r\n"),
     ("100 property headers", b"".join(b"Helicone-Property-P%d: v\r\n" % i for i in range(100))),
     ("non-UTF-8 property", b"Helicone-Property-Team: \xff\xfe\xfa\r\n"),
     ("non-UTF-8 request id", b"Helicone-Request-Id: id-\xc3\x28\r\n"),
     ("over-long request id", b"Helicone-Request-Id: " + b"r" * 129 + b"\r\n"),
-    ("very long request id", b"Helicone-Request-Id: " + b"r" * 9000 + b"\r\n"),
     ("over-long user id", b"Helicone-User-Id: " + b"u" * 2000 + b"\r\n"),
     ("bad omit flag", b"Helicone-Omit-Request: \xff\r\n"),
-    ("control characters", b"Helicone-Session-Path: /a\x01b\r\n"),
 ]
 
 
@@ -343,6 +346,35 @@ async def test_bad_headers_are_refused_cleanly_and_serving_goes_on(
     after = await proxy.post("/v1/chat/completions", json=CHAT)
     assert after.status == 200
     await stored(proxy.app, after.headers["helicone-id"])
+
+
+def _raw_chat(port: int, header: bytes) -> bytes:
+    body = orjson.dumps(CHAT)
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n" % port
+        + b"Connection: close\r\nContent-Type: application/json\r\n"
+        + header
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "header"), BAD_LOGGING_HEADERS, ids=[n for n, _ in BAD_LOGGING_HEADERS]
+)
+async def test_bad_logging_headers_are_forwarded_with_a_warning(
+    proxy: Client, upstream: Upstream, name: str, header: bytes
+) -> None:
+    port = port_of(proxy)
+    status, answer = await raw_exchange(port, _raw_chat(port, header))
+    assert status == 200, answer[:300]
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"\r\nrelaylog-warning: " in head
+    assert_no_stack_trace(answer)
+    assert len(upstream.received) == 1
+    await settle(proxy.app)
+    rows = await store_of(proxy.app).fetch("SELECT warnings FROM requests")
+    assert len(rows) == 1 and rows[0]["warnings"] is not None
 
 
 async def test_non_utf8_in_other_headers_is_forwarded_and_logged(

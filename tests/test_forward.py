@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from proxy.gateway.headers import TRUNCATED
 from tests.helpers import (
     AppUpstream,
     Client,
@@ -68,13 +69,32 @@ async def test_upstream_key_added_only_when_client_sends_none(
     assert upstream.received[-1].headers["Authorization"] == "Bearer sk-own"
 
 
-@pytest.mark.parametrize(
-    "bad_id",
-    ["has space", "-leading-dash", "x" * 129, "semi;colon", "ünicode", "quote'"],
-)
-async def test_invalid_request_id_is_refused_before_forwarding(
+BAD_IDS = ["has space", "-leading-dash", "x" * 129, "semi;colon", "ünicode", "quote'"]
+
+
+@pytest.mark.parametrize("bad_id", BAD_IDS)
+async def test_invalid_request_id_is_replaced_and_the_call_forwarded(
     proxy: Any, upstream: Upstream, bad_id: str
 ) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions",
+        json=CHAT,
+        headers={"Helicone-Request-Id": bad_id.encode().decode("latin-1")},
+    )
+    assert response.status == 200
+    assert len(upstream.received) == 1
+    new_id = response.headers["helicone-id"]
+    assert new_id in response.headers["Relaylog-Warning"]
+    row = await stored(proxy.app, new_id)
+    assert row["outcome"] == "ok"
+    assert "Helicone-Request-Id" in row["warnings"][0]
+
+
+@pytest.mark.parametrize("bad_id", BAD_IDS)
+async def test_invalid_request_id_is_refused_before_forwarding_when_strict(
+    make_proxy: ProxyFactory, upstream: Upstream, bad_id: str
+) -> None:
+    proxy = await make_proxy(server={"strict_headers": True})
     response = await proxy.post(
         "/v1/chat/completions",
         json=CHAT,
@@ -118,21 +138,76 @@ async def test_reused_id_replaces_the_exchange(proxy: Any) -> None:
     assert props == [{"request_id": "same-id", "key": "try", "value": "second"}]
 
 
-@pytest.mark.parametrize(
-    ("headers", "param"),
-    [
-        ({"Helicone-Property-Big": "x" * 1025}, "Helicone-Property-Big"),
-        ({"Helicone-Omit-Request": "maybe"}, "Helicone-Omit-Request"),
-        ({f"Helicone-Property-P{i}": "v" for i in range(65)}, "Helicone-Property-P64"),
-    ],
-)
-async def test_bad_helicone_headers_give_400(
+BAD_LOGGING_HEADERS = [
+    pytest.param({"Helicone-Property-Big": "x" * 1025}, "Helicone-Property-Big", id="big-property"),
+    pytest.param({"Helicone-Omit-Request": "maybe"}, "Helicone-Omit-Request", id="unclear-flag"),
+    pytest.param(
+        {f"Helicone-Property-P{i}": "v" for i in range(65)},
+        "Helicone-Property-",
+        id="65-properties",
+    ),
+    pytest.param({"Helicone-User-Id": "u" * 1025}, "Helicone-User-Id", id="long-user"),
+    pytest.param({"Helicone-Request-Id": "order 42/7"}, "Helicone-Request-Id", id="bad-id"),
+]
+
+
+@pytest.mark.parametrize(("headers", "param"), BAD_LOGGING_HEADERS)
+async def test_bad_logging_headers_never_stop_the_call(
     proxy: Any, upstream: Upstream, headers: dict[str, str], param: str
 ) -> None:
     response = await proxy.post("/v1/chat/completions", json=CHAT, headers=headers)
+    assert response.status == 200, await response.text()
+    assert len(upstream.received) == 1
+    warning = response.headers["Relaylog-Warning"]
+    assert param.lower() in warning.lower()
+    row = await stored(proxy.app, response.headers["helicone-id"])
+    assert row["outcome"] == "ok"
+    assert len(row["warnings"]) == 1 and param.lower() in row["warnings"][0].lower()
+
+
+async def test_repaired_logging_headers_are_stored_truncated_or_replaced(proxy: Any) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions",
+        json=CHAT,
+        headers={
+            "Helicone-Request-Id": "order 42/7",
+            "Helicone-Property-Big": "é" * 1000,
+            "Helicone-User-Id": "u" * 2000,
+            "Helicone-Omit-Request": "maybe",
+            **{f"Helicone-Property-P{i}": "v" for i in range(70)},
+        },
+    )
+    assert response.status == 200
+    request_id = response.headers["helicone-id"]
+    assert request_id != "order 42/7" and len(request_id) == 36
+    row = await stored(proxy.app, request_id)
+    big = row["properties"]["big"]
+    assert big.endswith(TRUNCATED) and len(big.encode()) <= 1024 and big.startswith("é")
+    assert len(row["properties"]) == 64
+    assert row["user_id"].endswith(TRUNCATED) and len(row["user_id"]) == 1024
+    assert row["request_body"] is None  # an unclear omit flag does not store the body
+    assert len(row["warnings"]) == 5
+    assert any(request_id in w and "'order 42/7'" in w for w in row["warnings"])
+
+
+@pytest.mark.parametrize(("headers", "param"), BAD_LOGGING_HEADERS)
+async def test_strict_headers_refuse_bad_logging_headers(
+    make_proxy: ProxyFactory, upstream: Upstream, headers: dict[str, str], param: str
+) -> None:
+    proxy = await make_proxy(server={"strict_headers": True})
+    response = await proxy.post("/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status == 400
-    assert (await response.json())["error"]["param"].lower() == param.lower()
+    assert (await response.json())["error"]["param"].lower().startswith(param.lower())
     assert upstream.received == []
+
+
+async def test_good_headers_carry_no_warning(proxy: Any) -> None:
+    response = await proxy.post(
+        "/v1/chat/completions", json=CHAT, headers={"Helicone-Property-App": "chat"}
+    )
+    assert "Relaylog-Warning" not in response.headers
+    row = await stored(proxy.app, response.headers["helicone-id"])
+    assert row["warnings"] is None
 
 
 async def test_upstream_errors_pass_through_verbatim(proxy: Any) -> None:

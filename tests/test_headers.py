@@ -10,13 +10,17 @@ from multidict import CIMultiDict
 
 from proxy.errors import HeaderError
 from proxy.gateway.headers import (
+    MAX_PROPERTY_BYTES,
+    TRUNCATED,
     client_response_headers,
     is_valid_request_id,
     loggable_headers,
     new_request_id,
     parse_helicone,
     scan_headers,
+    truncate_utf8,
     upstream_request_headers,
+    warning_header,
     with_upstream_key,
 )
 
@@ -72,9 +76,46 @@ def test_flags_and_session_fields() -> None:
     assert (parsed.session_id, parsed.user_id) == ("s1", "u1")
 
 
-def test_empty_property_name_is_refused() -> None:
+def test_empty_property_name_is_ignored_with_a_warning_or_refused_when_strict() -> None:
+    parsed = parse_helicone(headers(Helicone_Property_="x", Helicone_Property_App="chat"))
+    assert parsed.properties == {"app": "chat"}
+    assert parsed.warnings == ["Helicone-Property- needs a name after the prefix; ignored"]
     with pytest.raises(HeaderError):
-        parse_helicone(headers(Helicone_Property_="x"))
+        parse_helicone(headers(Helicone_Property_="x"), strict=True)
+
+
+def test_over_long_values_are_truncated_with_a_marker() -> None:
+    parsed = parse_helicone(
+        headers(Helicone_Property_Note="ab" * 600, Helicone_Session_Name="n" * 1500)
+    )
+    note = parsed.properties["note"]
+    assert note.endswith(TRUNCATED) and len(note.encode()) == MAX_PROPERTY_BYTES
+    assert note.startswith("abab")
+    assert parsed.session_name is not None and len(parsed.session_name) == 1024
+    assert [w.split(" is ")[0] for w in parsed.warnings] == [
+        "Helicone-Property-Note",
+        "helicone-session-name",
+    ]
+
+
+def test_truncation_never_splits_a_character() -> None:
+    cut = truncate_utf8("€" * 400, MAX_PROPERTY_BYTES)
+    assert cut.endswith(TRUNCATED) and len(cut.encode()) <= MAX_PROPERTY_BYTES
+    assert set(cut.removesuffix(TRUNCATED)) == {"€"}
+
+
+def test_an_unusable_request_id_is_replaced_and_the_warning_names_it() -> None:
+    parsed = parse_helicone(headers(Helicone_Request_Id="a b/c"))
+    assert len(parsed.request_id) == 36
+    assert "'a b/c'" in parsed.warnings[0] and parsed.request_id in parsed.warnings[0]
+    with pytest.raises(HeaderError, match="Helicone-Request-Id"):
+        parse_helicone(headers(Helicone_Request_Id="a b/c"), strict=True)
+
+
+def test_warning_header_is_ascii_and_bounded() -> None:
+    value = warning_header(["café \r\n"] + ["x" * 100] * 50)
+    assert value.isascii() and "\r" not in value.replace("\\r", "")
+    assert len(value) <= 2048 and value.endswith(TRUNCATED)
 
 
 def test_upstream_headers_drop_helicone_hop_by_hop_and_recomputed() -> None:
@@ -130,12 +171,15 @@ def test_loggable_headers_never_contain_credentials() -> None:
     assert out == {"user-agent": "OpenAI/Python"}
 
 
-def test_helicone_header_that_is_not_utf8_is_refused() -> None:
+def test_helicone_header_that_is_not_utf8_is_repaired_or_refused_when_strict() -> None:
     raw = b"caf\xe9".decode("utf-8", "surrogateescape")
+    parsed = parse_helicone(headers(Helicone_Property_Name=raw, Helicone_User_Id=raw))
+    assert parsed.properties == {"name": "caf\ufffd"} and parsed.user_id == "caf\ufffd"
+    assert len(parsed.warnings) == 2 and all("not valid UTF-8" in w for w in parsed.warnings)
     with pytest.raises(HeaderError, match="not valid UTF-8"):
-        parse_helicone(headers(Helicone_Property_Name=raw))
+        parse_helicone(headers(Helicone_Property_Name=raw), strict=True)
     with pytest.raises(HeaderError, match="not valid UTF-8"):
-        parse_helicone(headers(Helicone_User_Id=raw))
+        parse_helicone(headers(Helicone_User_Id=raw), strict=True)
 
 
 def test_new_request_ids_are_time_ordered_uuids() -> None:

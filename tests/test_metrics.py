@@ -28,7 +28,7 @@ async def test_requests_are_counted_by_status_and_outcome(proxy: Client) -> None
     )
     assert limited.status == 429
     refused = await proxy.post(
-        "/v1/chat/completions", json=CHAT, headers={"Helicone-Request-Id": "bad id"}
+        "/v1/chat/completions", json=CHAT, headers={"Helicone-Target-Url": "https://x.example"}
     )
     assert refused.status == 400
     await settle(proxy.app)

@@ -229,9 +229,9 @@ async def test_sdk_raises_its_normal_errors_for_upstream_and_relaylog_failures(
         await client.chat.completions.create(
             model="gpt-4o-mini",
             messages=[{"role": "user", "content": "x"}],
-            extra_headers={"Helicone-Request-Id": "not valid!"},
+            extra_headers={"Helicone-Target-Url": "https://not-allowed.example"},
         )
-    assert "Helicone-Request-Id" in str(bad.value)
+    assert "Helicone-Target-Url" in str(bad.value)
     await client.close()
     down = await make_proxy(upstream={"url": "http://127.0.0.1:9/v1"})
     client = openai.AsyncOpenAI(base_url=base_url(down), api_key="sk-test", max_retries=0)

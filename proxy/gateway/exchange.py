@@ -56,6 +56,8 @@ class Exchange:
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
     fallback_index: int | None = None
     upstream_target: str | None = None
+    # What was wrong with the call's logging headers (stored on the row, sent back to the client).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def session_id(self) -> str | None:
@@ -170,6 +172,7 @@ def fallback_row(ex: Exchange) -> Row:
         attempt_log=orjson.dumps(ex.attempt_log).decode() if ex.attempt_log else None,
         fallback_index=ex.fallback_index,
         upstream_target=ex.upstream_target,
+        warnings=orjson.dumps([clean(w) for w in ex.warnings]).decode() if ex.warnings else None,
     )
 
 

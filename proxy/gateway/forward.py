@@ -31,12 +31,14 @@ from proxy.gateway.exchange import Exchange
 from proxy.gateway.fallbacks import Fallback, parse_fallbacks, redacted, with_override
 from proxy.gateway.fallbacks import plan as fallback_plan
 from proxy.gateway.headers import (
+    WARNING_HEADER,
     HeliconeOptions,
     RequestHeaders,
     client_response_headers,
     helicone_options,
     new_request_id,
     scan_headers,
+    warning_header,
     with_upstream_key,
 )
 from proxy.gateway.ratelimit import RateLimiter, RatePolicy, parse_policy, segment_key
@@ -86,6 +88,8 @@ class Forwarder:
     fallback_codes: frozenset[int]
     # A finished exchange's cost in USD (for cents rate limits).
     cost_of: Callable[[Exchange], float | None]
+    # Refuse malformed logging headers with a 400 instead of logging a warning.
+    strict_headers: bool = False
 
 
 @dataclass(slots=True)
@@ -105,8 +109,11 @@ def _elapsed_ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-def _status_headers(request_id: str, status: int) -> dict[str, str]:
-    return {"helicone-id": request_id, "Helicone-Status": "success" if status < 400 else "failed"}
+def _status_headers(ex: Exchange, status: int) -> dict[str, str]:
+    headers = {"helicone-id": ex.id, "Helicone-Status": "success" if status < 400 else "failed"}
+    if ex.warnings:
+        headers[WARNING_HEADER] = warning_header(ex.warnings)
+    return headers
 
 
 def without_userinfo(url: str) -> str:
@@ -197,8 +204,9 @@ async def forward(request: web.Request) -> web.StreamResponse:
         capture_bytes=fw.capture_bytes,
     )
     try:
-        options = helicone_options(scanned)
+        options = helicone_options(scanned, fw.strict_headers)
         ex.id, ex.helicone = options.request_id, options
+        ex.warnings = options.warnings
         fw.keys.require(options.auth, "Helicone-Auth")
         check_request_line(request.method, request.rel_url.raw_path)
         target = scanned.helicone.get(TARGET_HEADER.lower())
@@ -228,7 +236,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         ex.status, ex.outcome, ex.error = err.status, outcome, err.message
         ex.latency_ms = _elapsed_ms(start)
         fw.recorder.submit(ex)
-        err.headers.update(_status_headers(ex.id, err.status))
+        err.headers.update(_status_headers(ex, err.status))
         raise
     fw.recorder.begin(ex)
     try:
@@ -354,7 +362,7 @@ def _failed(
     """Record an upstream failure that happened before any answer; the error the client gets."""
     ex.status, ex.outcome = status, outcome
     ex.error = f"{message}: {detail}" if detail else message
-    return ApiError(status, message, code=code, headers=_status_headers(ex.id, status))
+    return ApiError(status, message, code=code, headers=_status_headers(ex, status))
 
 
 async def _serve_hit(
@@ -368,7 +376,7 @@ async def _serve_hit(
     stream, usage = wants(ex.request_body)
     headers = {
         **extra,
-        **_status_headers(ex.id, entry.status),
+        **_status_headers(ex, entry.status),
         "Helicone-Cache": "HIT",
         "Helicone-Cache-Bucket-Idx": str(entry.bucket),
     }
@@ -420,7 +428,7 @@ async def _answer(
     ex.response_content_type = content_type
     ex.outcome = "ok" if upstream.status < 400 else "upstream_error"
     headers = client_response_headers(upstream.headers)
-    headers.update(_status_headers(ex.id, upstream.status))
+    headers.update(_status_headers(ex, upstream.status))
     headers.update(extra)
     ex.is_stream = "text/event-stream" in content_type
     length = upstream.content_length

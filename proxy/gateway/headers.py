@@ -50,6 +50,11 @@ MAX_PROPERTIES = 64
 MAX_PROPERTY_BYTES = 1024
 MAX_FIELD_CHARS = 1024
 PROPERTY_PREFIX = "helicone-property-"
+# Ends a value stored shortened; the stored value, marker included, stays within the limit.
+TRUNCATED = "...[truncated]"
+WARNING_HEADER = "Relaylog-Warning"
+MAX_WARNING_HEADER_CHARS = 2048
+OMIT_FLAGS = frozenset({"helicone-omit-request", "helicone-omit-response"})
 
 
 @dataclass(slots=True)
@@ -66,6 +71,7 @@ class HeliconeOptions:
     omit_response: bool = False
     stream_usage: bool = False
     auth: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -128,81 +134,161 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
 
-def _utf8(name: str, value: str) -> bytes:
-    """The header value as UTF-8; relaylog refuses Helicone headers that are not valid UTF-8."""
-    try:
-        return value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise HeaderError(f"{name} is not valid UTF-8", name) from None
+def truncate_utf8(value: str, limit: int) -> str:
+    """`value` cut to at most `limit` UTF-8 bytes, ending in the TRUNCATED marker."""
+    room = limit - len(TRUNCATED)
+    return value.encode("utf-8")[:room].decode("utf-8", "ignore") + TRUNCATED
+
+
+def warning_header(warnings: list[str]) -> str:
+    """The warnings as one `Relaylog-Warning` value: ASCII, bounded."""
+    printable = "".join(c if c >= " " else "?" for c in "; ".join(warnings))
+    text = printable.encode("ascii", "backslashreplace").decode("ascii")
+    if len(text) > MAX_WARNING_HEADER_CHARS:
+        text = text[: MAX_WARNING_HEADER_CHARS - len(TRUNCATED)] + TRUNCATED
+    return text
+
+
+class _Reader:
+    """Reads Helicone headers; a problem is a warning (or, when strict, a HeaderError)."""
+
+    def __init__(self, headers: Mapping[str, str], strict: bool) -> None:
+        self.headers = headers
+        self.strict = strict
+        self.warnings: list[str] = []
+
+    def problem(self, message: str, param: str, repair: str) -> None:
+        """Refuse the header when strict; else note the problem and how it was repaired."""
+        if self.strict:
+            raise HeaderError(message, param)
+        self.warnings.append(f"{message}; {repair}")
+
+    def utf8(self, name: str, value: str) -> str:
+        """The value, with bytes that are not UTF-8 replaced by U+FFFD (a warning)."""
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            self.problem(f"{name} is not valid UTF-8", name, "invalid bytes replaced")
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return value
+
+    def flag(self, name: str) -> bool:
+        raw = self.headers.get(name)
+        if raw is None:
+            return False
+        value = raw.strip().lower()
+        if value in ("true", "1", "yes"):
+            return True
+        if value in ("false", "0", "no", ""):
+            return False
+        # An unclear omit flag errs on the side of not storing the body.
+        meant = name in OMIT_FLAGS
+        self.problem(
+            f"{name} must be 'true' or 'false', got {raw[:40]!a}",
+            name,
+            f"taken as {'true' if meant else 'false'}",
+        )
+        return meant
+
+    def text(self, name: str) -> str | None:
+        raw = self.headers.get(name)
+        if raw is None:
+            return None
+        value = self.utf8(name, raw.strip())
+        if len(value) > MAX_FIELD_CHARS:
+            self.problem(
+                f"{name} is longer than {MAX_FIELD_CHARS} characters", name, "stored truncated"
+            )
+            value = value[: MAX_FIELD_CHARS - len(TRUNCATED)] + TRUNCATED
+        return value or None
+
+    def request_id(self) -> str:
+        raw = self.headers.get("helicone-request-id")
+        if raw is None:
+            return new_request_id()
+        value = raw.strip()
+        if is_valid_request_id(value):
+            return value
+        request_id = new_request_id()
+        self.problem(
+            "Helicone-Request-Id must be 1-128 characters from [A-Za-z0-9._:@-] "
+            f"starting with a letter or digit, got {value[:64]!a}",
+            "Helicone-Request-Id",
+            f"logged as {request_id}",
+        )
+        return request_id
+
+    def properties(self, headers: list[tuple[str, str]]) -> dict[str, str]:
+        """`Helicone-Property-*` headers, given as (name, value) in the order they came."""
+        properties: dict[str, str] = {}
+        dropped = 0
+        for name, value in headers:
+            key = self.utf8(name, name.lower()[len(PROPERTY_PREFIX) :])
+            if not key:
+                self.problem("Helicone-Property- needs a name after the prefix", name, "ignored")
+                continue
+            if key not in properties and len(properties) >= MAX_PROPERTIES:
+                dropped += 1
+                continue
+            value = self.utf8(name, value)
+            if len(value.encode("utf-8")) > MAX_PROPERTY_BYTES:
+                self.problem(
+                    f"{name} is larger than {MAX_PROPERTY_BYTES} bytes", name, "stored truncated"
+                )
+                value = truncate_utf8(value, MAX_PROPERTY_BYTES)
+            properties[key] = value
+        if dropped:
+            self.problem(
+                f"at most {MAX_PROPERTIES} Helicone-Property-* headers",
+                "Helicone-Property-",
+                f"{dropped} more ignored",
+            )
+        return properties
 
 
 def _flag(headers: Mapping[str, str], name: str) -> bool:
-    raw = headers.get(name)
-    if raw is None:
-        return False
-    value = raw.strip().lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no", ""):
-        return False
-    raise HeaderError(f"{name} must be 'true' or 'false', got {raw[:40]!r}", name)
+    """A gateway feature's flag header; a bad value is a HeaderError (gateway headers are not
+    logging metadata, so they are never repaired)."""
+    return _Reader(headers, strict=True).flag(name)
 
 
 def _text(headers: Mapping[str, str], name: str) -> str | None:
-    raw = headers.get(name)
-    if raw is None:
-        return None
-    value = raw.strip()
-    _utf8(name, value)
-    if len(value) > MAX_FIELD_CHARS:
-        raise HeaderError(f"{name} is longer than {MAX_FIELD_CHARS} characters", name)
-    return value or None
+    """A gateway feature's text header, at most MAX_FIELD_CHARS; else a HeaderError."""
+    return _Reader(headers, strict=True).text(name)
 
 
-def helicone_options(scanned: RequestHeaders) -> HeliconeOptions:
-    """Read every `Helicone-*` header the proxy honours; raise HeaderError on bad input."""
+def helicone_options(scanned: RequestHeaders, strict: bool = False) -> HeliconeOptions:
+    """Read every `Helicone-*` header the proxy honours.
+
+    A malformed or over-long logging header never stops the call: it is repaired (a new id,
+    a truncated value, an ignored property) and described in `warnings`. With `strict`, the
+    first problem raises HeaderError instead.
+    """
     found = scanned.helicone
-    raw_id = found.get("helicone-request-id")
-    if raw_id is None:
-        request_id = new_request_id()
-    else:
-        request_id = raw_id.strip()
-        if not is_valid_request_id(request_id):
-            raise HeaderError(
-                "Helicone-Request-Id must be 1-128 characters from [A-Za-z0-9._:@-] "
-                "starting with a letter or digit",
-                "Helicone-Request-Id",
-            )
-    properties: dict[str, str] = {}
-    for name, value in scanned.properties:
-        key = name.lower()[len(PROPERTY_PREFIX) :]
-        if not key:
-            raise HeaderError("Helicone-Property- needs a name after the prefix", name)
-        if len(_utf8(name, value)) > MAX_PROPERTY_BYTES:
-            raise HeaderError(f"{name} is larger than {MAX_PROPERTY_BYTES} bytes", name)
-        properties[key] = value
-        if len(properties) > MAX_PROPERTIES:
-            raise HeaderError(f"at most {MAX_PROPERTIES} Helicone-Property-* headers", name)
-    session_path = _text(found, "helicone-session-path")
+    reader = _Reader(found, strict)
+    request_id = reader.request_id()
+    properties = reader.properties(scanned.properties)
+    session_path = reader.text("helicone-session-path")
     if session_path is not None and not session_path.startswith("/"):
         session_path = "/" + session_path
     return HeliconeOptions(
         request_id=request_id,
         properties=properties,
-        user_id=_text(found, "helicone-user-id"),
-        session_id=_text(found, "helicone-session-id"),
+        user_id=reader.text("helicone-user-id"),
+        session_id=reader.text("helicone-session-id"),
         session_path=session_path,
-        session_name=_text(found, "helicone-session-name"),
-        omit_request=_flag(found, "helicone-omit-request"),
-        omit_response=_flag(found, "helicone-omit-response"),
-        stream_usage=_flag(found, "helicone-stream-usage"),
+        session_name=reader.text("helicone-session-name"),
+        omit_request=reader.flag("helicone-omit-request"),
+        omit_response=reader.flag("helicone-omit-response"),
+        stream_usage=reader.flag("helicone-stream-usage"),
         auth=found.get("helicone-auth"),
+        warnings=reader.warnings,
     )
 
 
-def parse_helicone(headers: Mapping[str, str]) -> HeliconeOptions:
+def parse_helicone(headers: Mapping[str, str], strict: bool = False) -> HeliconeOptions:
     """helicone_options() of `headers`, which must be case-insensitive (aiohttp's are)."""
-    return helicone_options(scan_headers(headers))
+    return helicone_options(scan_headers(headers), strict)
 
 
 def with_upstream_key(scanned: RequestHeaders, upstream_key: str | None) -> dict[str, str]:

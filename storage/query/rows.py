@@ -25,7 +25,7 @@ SELECT_RECORD = (
     "LEFT JOIN feedback f ON f.request_id = r.id "
     "LEFT JOIN session_feedback sf ON sf.session_id = r.session_id"
 )
-JSON_COLUMNS = ("request_body", "response_body", "request_headers", "attempt_log")
+JSON_COLUMNS = ("request_body", "response_body", "request_headers", "attempt_log", "warnings")
 
 
 async def scores_for(store: Store, ids: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -126,4 +126,5 @@ def helicone_row(row: Mapping[str, Any], scores: dict[str, float]) -> dict[str, 
         "scores": scores,
         "upstream_request_id": row["upstream_request_id"],
         "error": row["error"],
+        "warnings": json_or_text(row["warnings"]),
     }
