@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from storage.cache import CacheEntry, CacheFilter
-from storage.models import Row
+from storage.models import UNCHANGED, Row, Unchanged
 from storage.ratelimit import WindowUsage
 
 
@@ -44,8 +44,9 @@ class Store(Protocol):
     async def session_exists(self, session_id: str) -> bool: ...
 
     async def upsert_feedback(
-        self, request_id: str, rating: bool, comment: str | None
-    ) -> dict[str, Any]: ...
+        self, request_id: str, rating: bool, comment: str | Unchanged | None = UNCHANGED
+    ) -> dict[str, Any]:
+        """Set the rating; the comment too unless UNCHANGED (None clears it)."""
 
     async def upsert_session_feedback(self, session_id: str, rating: bool) -> dict[str, Any]: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,15 @@ OUTCOMES = (
     "rejected",
     "rate_limited",
 )
+
+
+class Unchanged(enum.Enum):
+    """A field an upsert leaves as it is (the call did not send it); None means cleared."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
 
 
 def json_or_text(text: str | None) -> Any:

@@ -16,7 +16,7 @@ import orjson
 
 from storage.cache import CacheStore
 from storage.migrations import MIGRATIONS, MIGRATIONS_TABLE, Dialect
-from storage.models import ROW_COLUMNS, Row, utc_iso
+from storage.models import ROW_COLUMNS, UNCHANGED, Row, Unchanged, utc_iso
 from storage.query.rows import SELECT_RECORD, present
 from storage.ratelimit import RateLimitStore
 
@@ -168,15 +168,16 @@ class SqlStore(CacheStore, RateLimitStore):
         return row
 
     async def upsert_feedback(
-        self, request_id: str, rating: bool, comment: str | None
+        self, request_id: str, rating: bool, comment: str | Unchanged | None = UNCHANGED
     ) -> dict[str, Any]:
         now = utc_iso(time.time())
+        keep = comment is UNCHANGED
         return await self._upsert_returning(
             "INSERT INTO feedback (request_id, rating, comment, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT(request_id) DO UPDATE SET "
-            "rating = excluded.rating, comment = excluded.comment, "
+            f"rating = excluded.rating, {'' if keep else 'comment = excluded.comment, '}"
             "updated_at = excluded.updated_at RETURNING *",
-            (request_id, int(rating), comment, now, now),
+            (request_id, int(rating), None if keep else comment, now, now),
         )
 
     async def upsert_session_feedback(self, session_id: str, rating: bool) -> dict[str, Any]:

@@ -291,6 +291,35 @@ async def test_reused_request_id_keeps_feedback_and_scores(proxy: Client) -> Non
 # Session feedback, legacy and batch forms
 
 
+async def test_changing_the_rating_without_a_comment_keeps_the_comment(proxy: Client) -> None:
+    request_id = await logged(proxy, "keep my note")
+    path = f"/v1/request/{request_id}/feedback"
+    status, body = await post(proxy, path, {"rating": True, "comment": "solved it"})
+    assert status == 200 and body["data"]["comment"] == "solved it"
+
+    status, body = await post(proxy, path, {"rating": False})
+    assert status == 200 and body["data"]["comment"] == "solved it"
+    await post(proxy, "/v1/feedback", {"helicone-id": request_id, "rating": True})
+    await post(
+        proxy, "/v1/feedback/batch", {"items": [{"request_id": request_id, "rating": False}]}
+    )
+    assert [(r["rating"], r["comment"]) for r in await rated(proxy)] == [(0, "solved it")]
+
+    status, body = await post(proxy, path, {"rating": False, "comment": None})
+    assert status == 200 and body["data"]["comment"] is None
+    assert [(r["rating"], r["comment"]) for r in await rated(proxy)] == [(0, None)]
+
+
+async def test_a_batch_item_with_a_null_comment_clears_it(proxy: Client) -> None:
+    request_id = await logged(proxy, "batch note")
+    items = [{"request_id": request_id, "rating": True, "comment": "first"}]
+    await post(proxy, "/v1/feedback/batch", {"items": items})
+    items = [{"request_id": request_id, "rating": True, "comment": None}]
+    status, body = await post(proxy, "/v1/feedback/batch", {"items": items})
+    assert status == 200 and body["data"]["results"][0]["data"]["comment"] is None
+    assert [r["comment"] for r in await rated(proxy)] == [None]
+
+
 async def test_session_feedback_is_upserted(make_proxy: ProxyFactory) -> None:
     client = await make_proxy(feedback={"wait_ms": 0})
     await logged(client, "step one", **{"Helicone-Session-Id": "sess-42"})
@@ -592,6 +621,20 @@ def test_cli_feedback_up_then_down(tmp_path: Path, capsys: pytest.CaptureFixture
         {"request_id": "cli-1", "rating": 0, "comment": "wrong total"}
     ]
     assert "cli-1: down" in capsys.readouterr().out
+
+
+def test_cli_feedback_keeps_the_comment_unless_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "cli.db"
+    asyncio.run(_seed(db, "cli-2"))
+    assert main(["feedback", "cli-2", "up", "--comment", "spot on", "--db", str(db)]) == 0
+    assert main(["feedback", "cli-2", "down", "--db", str(db)]) == 0
+    assert asyncio.run(_feedback_row(db)) == [
+        {"request_id": "cli-2", "rating": 0, "comment": "spot on"}
+    ]
+    assert main(["feedback", "cli-2", "down", "--clear-comment", "--db", str(db)]) == 0
+    assert asyncio.run(_feedback_row(db)) == [{"request_id": "cli-2", "rating": 0, "comment": None}]
 
 
 @pytest.mark.parametrize(("request_id", "code"), [("cli-missing", 1), ("bad id", 2)])

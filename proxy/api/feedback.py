@@ -23,6 +23,7 @@ from proxy.errors import ApiError, envelope
 from proxy.gateway.exchange import fallback_row
 from proxy.gateway.headers import is_valid_request_id
 from proxy.state import RECORDER, SETTINGS, STORE
+from storage.models import UNCHANGED, Unchanged
 from storage.query.rows import present_unstored
 
 MAX_SESSION_ID_CHARS = 1024
@@ -91,8 +92,13 @@ def _not_logged(request_id: str, wait_s: float) -> ApiError:
     )
 
 
+def _comment(body: FeedbackBody | BatchItem) -> str | Unchanged | None:
+    """The comment to store: absent from the body leaves the stored one as it is."""
+    return body.comment if "comment" in body.model_fields_set else UNCHANGED
+
+
 async def _store_feedback(
-    app: web.Application, request_id: str, rating: bool, comment: str | None
+    app: web.Application, request_id: str, rating: bool, comment: str | Unchanged | None
 ) -> dict[str, Any]:
     if await _missing_requests(app, [request_id]):
         raise _not_logged(request_id, _wait_s(app))
@@ -102,13 +108,13 @@ async def _store_feedback(
 async def request_feedback(request: web.Request, body: FeedbackBody) -> web.Response:
     """Rate one request; a second call changes the rating."""
     request_id = _check_request_id(request.match_info["id"])
-    return envelope(await _store_feedback(request.app, request_id, body.rating, body.comment))
+    return envelope(await _store_feedback(request.app, request_id, body.rating, _comment(body)))
 
 
 async def legacy_feedback(request: web.Request, body: LegacyFeedbackBody) -> web.Response:
     """The old `{"helicone-id", "rating"}` form of request feedback."""
     request_id = _check_request_id(body.helicone_id)
-    return envelope(await _store_feedback(request.app, request_id, body.rating, None))
+    return envelope(await _store_feedback(request.app, request_id, body.rating, UNCHANGED))
 
 
 def _item_result(index: int, item: object) -> tuple[dict[str, Any], BatchItem | None]:
@@ -147,7 +153,7 @@ async def feedback_batch(request: web.Request, body: BatchBody) -> web.Response:
         if item.request_id in missing:
             result.update(status=404, data=None, error=_not_logged(item.request_id, wait_s).message)
             continue
-        row = await store.upsert_feedback(item.request_id, item.rating, item.comment)
+        row = await store.upsert_feedback(item.request_id, item.rating, _comment(item))
         result.update(status=200, data=row, error=None)
     results = [result for result, _ in checked]
     stored = sum(1 for r in results if r["status"] == 200)

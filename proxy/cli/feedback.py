@@ -12,6 +12,7 @@ from proxy.cli.store import Subcommands, add_store_args, store_command
 from proxy.errors import CliError
 from proxy.gateway.headers import is_valid_request_id
 from storage import Store
+from storage.models import UNCHANGED
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -19,7 +20,11 @@ def add_commands(sub: Subcommands) -> None:
     add_store_args(parser)
     parser.add_argument("id")
     parser.add_argument("rating", choices=("up", "down"))
-    parser.add_argument("--comment", help="optional note stored with the rating")
+    comment = parser.add_mutually_exclusive_group()
+    comment.add_argument("--comment", help="note stored with the rating (default: keep the note)")
+    comment.add_argument(
+        "--clear-comment", action="store_true", help="remove the note stored with the rating"
+    )
     parser.set_defaults(handler=store_command(give_feedback))
 
 
@@ -33,6 +38,7 @@ async def give_feedback(store: Store, args: argparse.Namespace) -> int:
     if not await store.request_exists(args.id):
         print(f"relaylog: no logged request with id {args.id!r}", file=sys.stderr)
         return 1
-    row = await store.upsert_feedback(args.id, body.rating, body.comment)
+    comment = None if args.clear_comment else UNCHANGED if args.comment is None else body.comment
+    row = await store.upsert_feedback(args.id, body.rating, comment)
     print(f"{args.id}: {args.rating} (updated {row['updated_at']})")
     return 0
