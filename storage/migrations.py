@@ -221,6 +221,15 @@ def m004_row_warnings(d: Dialect) -> list[str]:
     return ["ALTER TABLE requests ADD COLUMN warnings TEXT"]
 
 
+@migration
+def m005_model_is_requested(d: Dialect) -> list[str]:
+    """`model` is the model the caller asked for; rows logged before held the response model."""
+    return [
+        "UPDATE requests SET model = request_model "
+        "WHERE request_model IS NOT NULL AND (model IS NULL OR model <> request_model)"
+    ]
+
+
 # Every migration in order, as (name, function).
 MIGRATIONS: tuple[tuple[str, Migration], ...] = tuple(_registered)
 

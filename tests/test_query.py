@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from proxy.api.requests import CURSOR_HEADER
 from proxy.cli import main
+from storage import Row, open_store
 from storage.query.filters import (
     KEYED,
     MAX_CONDITIONS,
@@ -531,3 +534,94 @@ async def test_every_node_counts_and_a_query_body_is_bounded(logged: Client, pat
     padded = leaf("request", "model", "equals", "m" * (300 * 1024))
     big = await logged.post(path, json={"filter": padded})
     assert big.status == 413
+
+
+# `model` is the model the caller asked for; OpenAI answers with a dated snapshot.
+
+
+def snapshot_upstream() -> web.Application:
+    """An upstream that answers every chat call as OpenAI does: with the model's dated name."""
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        snapshot = {"gpt-4o-mini": "gpt-4o-mini-2024-07-18", "gpt-4o": "gpt-4o-2024-08-06"}
+        message = {"role": "assistant", "content": "ok"}
+        return web.json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "model": snapshot[body["model"]],
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+async def test_model_filters_mean_the_requested_model(
+    make_proxy: ProxyFactory, app_upstream: Any
+) -> None:
+    client = await make_proxy(upstream={"url": await app_upstream(snapshot_upstream())})
+    for n, model in enumerate(["gpt-4o-mini", "gpt-4o", "gpt-4o-mini"]):
+        response = await client.post(
+            "/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Helicone-Request-Id": f"m{n}"},
+        )
+        assert response.status == 200
+
+    status, payload = await query(client, {"filter": leaf("request", "model", "equals", "gpt-4o")})
+    assert status == 200 and ids_of(payload) == ["m1"]
+    assert payload["data"][0]["response_model"] == "gpt-4o-2024-08-06"
+    dated = leaf("request", "response_model", "equals", "gpt-4o-mini-2024-07-18")
+    assert ids_of((await query(client, {"filter": dated}))[1]) == ["m2", "m0"]
+
+    export = await client.get("/v1/export", params={"model": "gpt-4o-mini"})
+    assert [orjson.loads(line)["id"] for line in (await export.read()).splitlines()] == ["m0", "m2"]
+    export = await client.get("/v1/export", params={"response_model": "gpt-4o-2024-08-06"})
+    assert [orjson.loads(line)["id"] for line in (await export.read()).splitlines()] == ["m1"]
+
+    stats = await client.post("/v1/request/stats", json={"group_by": "model"})
+    groups = (await stats.json())["data"]["groups"]
+    assert [(g["key"]["model"], g["requests"]) for g in groups] == [
+        ("gpt-4o", 1),
+        ("gpt-4o-mini", 2),
+    ]
+    stats = await client.post("/v1/request/stats", json={"group_by": "response_model"})
+    groups = (await stats.json())["data"]["groups"]
+    assert [g["key"]["response_model"] for g in groups] == [
+        "gpt-4o-2024-08-06",
+        "gpt-4o-mini-2024-07-18",
+    ]
+
+
+def test_requests_command_model_and_response_model_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = filled_sqlite(tmp_path / "cli.db")
+
+    async def add_dated() -> None:
+        store = open_store(db)
+        await store.open()
+        dated = Row(
+            id="dated",
+            created_at="2024-05-04T00:00:00.000Z",
+            method="POST",
+            path="/v1/chat/completions",
+            request_model="gpt-4o-mini",
+            model="gpt-4o-mini",
+            response_model="gpt-4o-mini-2024-07-18",
+        )
+        await store.write_batch([dated])
+        await store.close()
+
+    asyncio.run(add_dated())
+    assert main(["requests", "--db", db, "--json", "--model", "gpt-4o-mini"]) == 0
+    ids = [orjson.loads(x)["id"] for x in capsys.readouterr().out.splitlines()]
+    assert ids == ["dated", "r3", "r1"]
+    flags = ["--response-model", "gpt-4o-mini-2024-07-18"]
+    assert main(["requests", "--db", db, "--json", *flags]) == 0
+    assert [orjson.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == ["dated"]

@@ -30,7 +30,8 @@ def test_cli_flags_are_the_shorthand_names() -> None:
     parser = argparse.ArgumentParser()
     add_filter_args(parser)
     flags = {option for action in parser._actions for option in action.option_strings}
-    assert flags - {"-h", "--help"} == {f"--{s.name}" for s in SHORTHANDS} | {"--filter"}
+    names = {"--" + s.name.replace("_", "-") for s in SHORTHANDS}
+    assert flags - {"-h", "--help"} == names | {"--filter"}
     args = parser.parse_args(["--model", "a", "--model", "b", "--feedback", "up"])
     assert filter_tree(args) == {
         "left": {"feedback": {"rating": {"equals": True}}},

@@ -37,7 +37,13 @@ async def describe(store: Store) -> list[tuple[Any, ...]]:
 
 # Every migration that has shipped, in order. Stores in the field have these names recorded:
 # append a new migration's name here, never change or remove one.
-SHIPPED_MIGRATIONS = ["001_initial", "002_query_datasets", "003_gateway", "004_row_warnings"]
+SHIPPED_MIGRATIONS = [
+    "001_initial",
+    "002_query_datasets",
+    "003_gateway",
+    "004_row_warnings",
+    "005_model_is_requested",
+]
 
 
 def test_shipped_migrations_only_grow() -> None:
@@ -190,3 +196,30 @@ def test_sql_lives_only_in_storage() -> None:
         if SQL.search(line)
     ]
     assert found == []
+
+
+async def test_model_becomes_the_requested_model_on_upgrade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [name for name, _ in MIGRATIONS]
+    before = names.index("005_model_is_requested")
+    with monkeypatch.context() as patch:
+        patch.setattr(sql_store, "MIGRATIONS", MIGRATIONS[:before])
+        old = open_store(str(tmp_path / "old.db"))
+        await old.open()
+        at, path = "2024-05-01T00:00:00.000Z", "/v1/x"
+        await old.write_batch(
+            [
+                Row("dated", at, "POST", path, request_model="gpt-4o", model="gpt-4o-2024-08-06"),
+                Row("no-request-model", at, "POST", path, model="whisper-1"),
+            ]
+        )
+        await old.close()
+    upgraded = open_store(str(tmp_path / "old.db"))
+    assert "005_model_is_requested" in await upgraded.open()
+    rows = await upgraded.fetch("SELECT id, model FROM requests ORDER BY id")
+    assert rows == [
+        {"id": "dated", "model": "gpt-4o"},
+        {"id": "no-request-model", "model": "whisper-1"},
+    ]
+    await upgraded.close()

@@ -16,7 +16,7 @@ def add_filter_args(parser: argparse.ArgumentParser) -> None:
     """A flag per shorthand filter (storage.query.selection.SHORTHANDS), and --filter."""
     group = parser.add_argument_group("filters (repeat a flag to match any/all of its values)")
     for shorthand in SHORTHANDS:
-        flag = f"--{shorthand.name}"
+        flag = f"--{shorthand.name.replace('_', '-')}"
         if shorthand.repeat:
             group.add_argument(
                 flag, action="append", default=[], metavar=shorthand.metavar, help=shorthand.help

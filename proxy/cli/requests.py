@@ -48,7 +48,8 @@ def add_commands(sub: Subcommands) -> None:
         action="append",
         default=[],
         metavar="DIMENSION",
-        help="group by day, model, user, outcome, path or property:NAME (repeatable)",
+        help="group by day, model, response_model, user, outcome, path or property:NAME "
+        "(repeatable)",
     )
     stats.add_argument("--json", action="store_true", help="print the stats as one JSON object")
     stats.set_defaults(handler=store_command(show_stats))

@@ -222,7 +222,9 @@ def to_row(ex: Exchange, price: PriceFn | None = None) -> Row:
     if row.outcome == "ok" and not stream_done and not summary.finish_reason:
         row.outcome = "stream_incomplete"
     row.response_model = summary.model
-    row.model = summary.model or row.request_model
+    # `model` is what the caller asked for (OpenAI answers with a dated snapshot); the price
+    # follows the model that answered.
+    row.model = row.request_model or summary.model
     row.prompt_tokens = summary.prompt_tokens
     row.completion_tokens = summary.completion_tokens
     row.total_tokens = summary.total_tokens
@@ -231,7 +233,7 @@ def to_row(ex: Exchange, price: PriceFn | None = None) -> Row:
     row.cached_tokens = summary.cached_tokens
     row.finish_reason = summary.finish_reason
     if price is not None:
-        row.cost_usd = price(row.model, summary)
+        row.cost_usd = price(summary.model or row.request_model, summary)
     if ex.cache_hit:
         # Nothing went upstream: what the original call cost and used is kept apart.
         row.saved_cost_usd, row.cost_usd = row.cost_usd, 0.0

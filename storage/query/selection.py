@@ -43,6 +43,7 @@ class Selection:
 
     feedback: str | None = None
     models: Sequence[str] = ()
+    response_models: Sequence[str] = ()
     users: Sequence[str] = ()
     sessions: Sequence[str] = ()
     outcomes: Sequence[str] = ()
@@ -67,7 +68,13 @@ class Shorthand:
 
 SHORTHANDS: tuple[Shorthand, ...] = (
     Shorthand("feedback", "feedback", "rated up, down, none or any", choices=tuple(FEEDBACK)),
-    Shorthand("model", "models", "model (any of)", repeat=True),
+    Shorthand("model", "models", "model the caller asked for (any of)", repeat=True),
+    Shorthand(
+        "response_model",
+        "response_models",
+        "model that answered, e.g. a dated snapshot (any of)",
+        repeat=True,
+    ),
     Shorthand("user", "users", "user id (any of)", repeat=True),
     Shorthand("session", "sessions", "session id (any of)", repeat=True),
     Shorthand("outcome", "outcomes", "ok, upstream_error, ...", repeat=True),
@@ -133,6 +140,7 @@ def selection_tree(selection: Selection, now: float | None = None) -> Any:
         op, value = FEEDBACK[selection.feedback]
         nodes.append({"feedback": {"rating": {op: value}}})
     nodes.append(_any_of("request", "model", selection.models))
+    nodes.append(_any_of("request", "response_model", selection.response_models))
     nodes.append(_any_of("request", "user_id", selection.users))
     nodes.append(_any_of("request", "session_id", selection.sessions))
     nodes.append(_any_of("request", "outcome", selection.outcomes))

@@ -22,6 +22,7 @@ from storage.query.filters import Condition
 DIMENSIONS = {
     "day": "substr(r.created_at, 1, 10)",
     "model": "r.model",
+    "response_model": "r.response_model",
     "user": "r.user_id",
     "outcome": "r.outcome",
     "path": "r.path",
