@@ -21,6 +21,7 @@ from proxy.gateway.ratelimit import RateLimiter, counters_for
 from proxy.gateway.recorder import Recorder
 from proxy.metrics import Metrics
 from proxy.origin import SitePolicy, site_middleware
+from proxy.retention import pruner_ctx
 from proxy.state import FORWARDER, METRICS, POLICY, RECORDER, SETTINGS, SITE_POLICY, STORE
 from storage import open_store
 
@@ -107,7 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     # aiohttp unwinds these in reverse: the forwarder stops before the recorder drains,
     # and the recorder drains before the store closes.
-    app.cleanup_ctx.extend([_store_ctx, _recorder_ctx, _forwarder_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _recorder_ctx, pruner_ctx, _forwarder_ctx])
     mount(app, ROUTES)
     app.router.add_route("*", "/v1/{tail:.*}", forward, name=FORWARD_ROUTE)
     return app

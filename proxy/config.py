@@ -102,6 +102,18 @@ class StoreSettings(Section):
     db: str = Field(
         "./relaylog.db", description="SQLite file path, or a postgresql:// URL shared by replicas."
     )
+    retention_days: float = Field(
+        0, ge=0, description="Delete exchanges older than this many days (0 = keep forever)."
+    )
+    body_retention_days: float = Field(
+        0,
+        ge=0,
+        description="Clear request and response bodies older than this many days, keeping the "
+        "metadata (0 = keep them as long as the row).",
+    )
+    prune_interval_s: float = Field(
+        3600, gt=0, description="How often serve applies the retention settings."
+    )
 
 
 class RecorderSettings(Section):

@@ -9,13 +9,23 @@ import sys
 from collections.abc import Sequence
 
 from proxy import __version__
-from proxy.cli import cache, datasets, export, feedback, migrate, requests, sandbox, serve
+from proxy.cli import (
+    cache,
+    datasets,
+    export,
+    feedback,
+    migrate,
+    prune,
+    requests,
+    sandbox,
+    serve,
+)
 from proxy.cli.store import Handler
 from proxy.errors import ApiError, CliError, ConfigError, ServeError
 from storage.errors import DatasetExists, QueryError, UnknownDataset
 
 # In the order `relaylog --help` lists them.
-COMMAND_GROUPS = (serve, sandbox, requests, migrate, feedback, export, datasets, cache)
+COMMAND_GROUPS = (serve, sandbox, requests, migrate, feedback, export, datasets, cache, prune)
 # Errors a command reports as one line on stderr with exit code 2.
 USER_ERRORS = (
     CliError,

@@ -1,0 +1,155 @@
+"""Retention: delete old exchanges, and clear old bodies, in small batches.
+
+Each batch is one short write transaction of at most `batch_rows` requests (with their
+properties, feedback and scores), and the pruner pauses between batches, so the log writer
+never waits long for the write lock and logging keeps flowing through a prune of millions of
+rows. Rows that belong to a dataset are kept: a dataset is curated on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from storage.base import Store
+from storage.sql import chunked
+
+BATCH_ROWS = 500
+PAUSE_S = 0.02
+# Candidates come oldest first by (created_at, id), continuing after the last batch.
+KEEP_DATASET_ROWS = "NOT EXISTS (SELECT 1 FROM dataset_rows dr WHERE dr.request_id = r.id)"
+HAS_BODY = "(r.request_body IS NOT NULL OR r.response_body IS NOT NULL)"
+ROW_TABLES = ("request_properties", "feedback", "scores")
+
+
+@dataclass(slots=True)
+class PruneReport:
+    """What a prune deleted (or, in a dry run, would delete)."""
+
+    requests: int = 0
+    bodies: int = 0
+    sessions: int = 0
+    batches: int = 0
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "bodies": self.bodies,
+            "session_feedback": self.sessions,
+            "batches": self.batches,
+            "dry_run": self.dry_run,
+        }
+
+
+async def _batch(
+    store: Store, condition: str, params: list[Any], after: tuple[str, str] | None, size: int
+) -> list[dict[str, Any]]:
+    keyset, more = "", []
+    if after is not None:
+        keyset, more = " AND (r.created_at, r.id) > (?, ?)", list(after)
+    return await store.fetch(
+        f"SELECT r.id, r.created_at FROM requests r WHERE {condition}{keyset} "
+        "ORDER BY r.created_at, r.id LIMIT ?",
+        [*params, *more, size],
+    )
+
+
+async def _count(store: Store, condition: str, params: list[Any]) -> int:
+    rows = await store.fetch(f"SELECT COUNT(*) AS n FROM requests r WHERE {condition}", params)
+    return int(rows[0]["n"])
+
+
+async def _delete(store: Store, ids: list[str]) -> None:
+    statements = []
+    for table in ROW_TABLES:
+        statements += chunked(f"DELETE FROM {table} WHERE request_id IN ({{ids}})", ids)
+    statements += chunked("DELETE FROM requests WHERE id IN ({ids})", ids)
+    await store.transact(statements)
+
+
+async def _clear_bodies(store: Store, ids: list[str]) -> None:
+    await store.transact(
+        chunked(
+            "UPDATE requests SET request_body = NULL, response_body = NULL WHERE id IN ({ids})",
+            ids,
+        )
+    )
+
+
+async def _in_batches(
+    store: Store,
+    condition: str,
+    params: list[Any],
+    apply: Callable[[Store, list[str]], Awaitable[None]],
+    report: PruneReport,
+    batch_rows: int,
+    pause_s: float,
+) -> int:
+    done, after = 0, None
+    while True:
+        rows = await _batch(store, condition, params, after, batch_rows)
+        if not rows:
+            return done
+        await apply(store, [r["id"] for r in rows])
+        done += len(rows)
+        report.batches += 1
+        after = (rows[-1]["created_at"], rows[-1]["id"])
+        if len(rows) < batch_rows:
+            return done
+        await asyncio.sleep(pause_s)
+
+
+async def prune(
+    store: Store,
+    before: str | None,
+    bodies_before: str | None = None,
+    *,
+    dry_run: bool = False,
+    batch_rows: int = BATCH_ROWS,
+    pause_s: float = PAUSE_S,
+) -> PruneReport:
+    """Delete exchanges created before `before`, then clear the request and response bodies of
+    those created before `bodies_before`. Times are stored UTC text (storage.models.utc_iso);
+    None skips that part. A dry run only counts.
+    """
+    report = PruneReport(dry_run=dry_run)
+    if before is not None:
+        old = f"r.created_at < ? AND {KEEP_DATASET_ROWS}"
+        if dry_run:
+            report.requests = await _count(store, old, [before])
+        else:
+            report.requests = await _in_batches(
+                store, old, [before], _delete, report, batch_rows, pause_s
+            )
+            report.sessions = await _forget_sessions(store)
+    if bodies_before is not None:
+        # In a dry run the rows older than `before` are still there: leave them out.
+        bodied = f"r.created_at < ? AND {HAS_BODY} AND {KEEP_DATASET_ROWS}"
+        params: list[Any] = [bodies_before]
+        if dry_run and before is not None:
+            bodied += " AND r.created_at >= ?"
+            params.append(before)
+        if dry_run:
+            report.bodies = await _count(store, bodied, params)
+        else:
+            report.bodies = await _in_batches(
+                store, bodied, params, _clear_bodies, report, batch_rows, pause_s
+            )
+    return report
+
+
+async def _forget_sessions(store: Store) -> int:
+    """Drop session ratings whose session has no logged request left."""
+    results = await store.transact(
+        [
+            (
+                "DELETE FROM session_feedback WHERE NOT EXISTS (SELECT 1 FROM requests r "
+                "WHERE r.session_id = session_feedback.session_id) RETURNING session_id",
+                [],
+            )
+        ]
+    )
+    return len(results[0])
