@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from proxy.api import ROUTES
-from proxy.api.http import mount
+from proxy.api import RESERVED, ROUTES
+from proxy.api.http import mount, reserve
 from proxy.auth import AccessPolicy, feedback_keyring, proxy_keyring
 from proxy.config import Settings
 from proxy.errors import FORWARD_ROUTE, error_middleware
@@ -110,5 +110,6 @@ def create_app(settings: Settings) -> web.Application:
     # and the recorder drains before the store closes.
     app.cleanup_ctx.extend([_store_ctx, _recorder_ctx, pruner_ctx, _forwarder_ctx])
     mount(app, ROUTES)
+    reserve(app, RESERVED)
     app.router.add_route("*", "/v1/{tail:.*}", forward, name=FORWARD_ROUTE)
     return app

@@ -48,6 +48,9 @@ class Store(Protocol):
     ) -> dict[str, Any]:
         """Set the rating; the comment too unless UNCHANGED (None clears it)."""
 
+    async def set_property(self, request_id: str, key: str, value: str) -> bool:
+        """Set one property of a logged request; False when no request has that id."""
+
     async def upsert_session_feedback(self, session_id: str, rating: bool) -> dict[str, Any]: ...
 
     async def upsert_scores(

@@ -180,6 +180,28 @@ class SqlStore(CacheStore, RateLimitStore):
             (request_id, int(rating), None if keep else comment, now, now),
         )
 
+    async def set_property(self, request_id: str, key: str, value: str) -> bool:
+        """Set one property of a logged request; False when no request has that id."""
+        lock = " FOR UPDATE" if self.dialect.name == "postgres" else ""
+        async with self.transaction() as tx:
+            rows = await tx.fetchall(
+                f"SELECT properties FROM requests WHERE id = ?{lock}", (request_id,)
+            )
+            if not rows:
+                return False
+            properties = orjson.loads(rows[0]["properties"] or "{}")
+            properties[key] = value
+            await tx.execute(
+                "UPDATE requests SET properties = ? WHERE id = ?",
+                (orjson.dumps(properties).decode(), request_id),
+            )
+            await tx.execute(
+                "INSERT INTO request_properties (request_id, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(request_id, key) DO UPDATE SET value = excluded.value",
+                (request_id, key, value),
+            )
+        return True
+
     async def upsert_session_feedback(self, session_id: str, rating: bool) -> dict[str, Any]:
         now = utc_iso(time.time())
         return await self._upsert_returning(

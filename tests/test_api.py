@@ -9,7 +9,7 @@ import pytest
 
 from proxy.api import ROUTES
 from proxy.api.http import Route
-from tests.helpers import Client
+from tests.helpers import Client, Upstream
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
@@ -43,3 +43,35 @@ async def test_other_methods_get_405_naming_the_allowed_ones(
     assert response.status == 405
     assert response.headers["Allow"] == allow
     assert (await response.json())["error"].endswith(f"use {allow}")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/request/x-1/scores"),
+        ("POST", "/v1/helicone-dataset/d-1/request/r-1"),
+        ("GET", "/v1/request"),
+        ("DELETE", "/v1/session/s-1"),
+        ("POST", "/v1/feedback/batches"),
+        ("GET", "/v1/helicone-dataset/d-1/rows"),
+    ],
+)
+async def test_unknown_management_paths_are_404_and_never_forwarded(
+    proxy: Client, upstream: Upstream, method: str, path: str
+) -> None:
+    response = await proxy.request(
+        method, path, json={"rating": True}, headers={"Authorization": "Bearer sk-caller"}
+    )
+    assert response.status == 404
+    body = await response.json()
+    assert body["data"] is None and path in body["error"]
+    assert upstream.received == []
+    assert "helicone-id" not in response.headers
+
+
+async def test_paths_that_only_share_a_prefix_are_still_forwarded(
+    proxy: Client, upstream: Upstream
+) -> None:
+    response = await proxy.get("/v1/requests-log")
+    assert response.status == 404
+    assert [r.path for r in upstream.received] == ["/v1/requests-log"]

@@ -512,6 +512,50 @@ async def test_other_methods_are_405_and_never_forwarded(proxy: Client, upstream
     assert upstream.received == []
 
 
+async def test_put_property_sets_a_property_of_a_logged_request(
+    proxy: Client, upstream: Upstream
+) -> None:
+    request_id = await logged(proxy, "tag me", **{"Helicone-Property-App": "chat"})
+    response = await proxy.put(
+        f"/v1/request/{request_id}/property", json={"key": "Environment", "value": "production"}
+    )
+    assert response.status == 200
+    assert await response.json() == {"data": None, "error": None}
+    await proxy.put(f"/v1/request/{request_id}/property", json={"key": "app", "value": "search"})
+    row = await stored(proxy.app, request_id)
+    assert row["properties"] == {"app": "search", "environment": "production"}
+    found = await proxy.post(
+        "/v1/request/query",
+        json={"filter": {"properties": {"environment": {"equals": "production"}}}},
+    )
+    assert [r["request_id"] for r in (await found.json())["data"]] == [request_id]
+    assert len(upstream.received) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"key": "k"}, 400),
+        ({"key": "", "value": "v"}, 400),
+        ({"key": "k", "value": 3}, 400),
+        ({"key": "k", "value": "x" * 1025}, 400),
+    ],
+)
+async def test_put_property_refuses_bad_bodies(
+    proxy: Client, body: dict[str, Any], status: int
+) -> None:
+    request_id = await logged(proxy, "bad property")
+    response = await proxy.put(f"/v1/request/{request_id}/property", json=body)
+    assert response.status == status
+    assert (await stored(proxy.app, request_id))["properties"] == {}
+
+
+async def test_put_property_on_an_unknown_request_is_404(make_proxy: ProxyFactory) -> None:
+    client = await make_proxy(feedback={"wait_ms": 0})
+    response = await client.put("/v1/request/never-1/property", json={"key": "k", "value": "v"})
+    assert response.status == 404
+
+
 # Proxy keys and CORS
 
 

@@ -625,3 +625,17 @@ def test_requests_command_model_and_response_model_flags(
     flags = ["--response-model", "gpt-4o-mini-2024-07-18"]
     assert main(["requests", "--db", db, "--json", *flags]) == 0
     assert [orjson.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == ["dated"]
+
+
+async def test_count_query_counts_the_matching_requests(logged: Client) -> None:
+    response = await logged.post(
+        "/v1/request/count/query", json={"filter": leaf("request", "user_id", "equals", "alice")}
+    )
+    assert response.status == 200
+    assert await response.json() == {"data": 2, "error": None}
+    response = await logged.post(
+        "/v1/request/count/query", json={"filter": "all", "isCached": False}
+    )
+    assert (await response.json())["data"] == len(IDS)
+    response = await logged.post("/v1/request/count/query", json={"filter": {"nope": {}}})
+    assert response.status == 400

@@ -19,6 +19,7 @@ from proxy.api.models import (
     MAX_BATCH_ITEMS,
     BatchBody,
     BatchResult,
+    CountBody,
     DatasetCreateBody,
     DatasetListBody,
     DatasetMutateBody,
@@ -28,6 +29,7 @@ from proxy.api.models import (
     Health,
     LegacyFeedbackBody,
     LoggedRequest,
+    PropertyBody,
     QueryBody,
     Ready,
     RequestIdParam,
@@ -70,6 +72,11 @@ ROUTES: tuple[Route, ...] = (
         "POST", "/v1/request/query", requests.request_query, "request_query",
         "Logged requests matching a filter tree, a page at a time.", QueryBody,
         answer="Rows in Helicone's shape.", data={"type": "array"}, errors=READ_ERRORS,
+    ),
+    Route(
+        "POST", "/v1/request/count/query", requests.request_count, "request_count",
+        "How many logged requests match a filter tree (Helicone's count).", CountBody,
+        answer="The count.", data={"type": "integer"}, errors=READ_ERRORS,
     ),
     Route(
         "POST", "/v1/request/stats", requests.stats, "request_stats",
@@ -143,6 +150,12 @@ ROUTES: tuple[Route, ...] = (
         status=201, answer="Stored.", data=Scores, errors=WRITE_ERRORS, params=REQUEST_ID,
     ),
     Route(
+        "PUT", "/v1/request/{id:[^/]+}/property", feedback.request_property,
+        "request_property", "Set one property of a logged request (Helicone's upsert).",
+        PropertyBody, answer="Set; data is null.", data={"type": "null"},
+        errors=(400, 401, 404, 409, 503), params=REQUEST_ID,
+    ),
+    Route(
         "GET", "/v1/request/{id:[^/]+}", feedback.request_detail, "request_detail",
         "The logged exchange with its feedback, scores and session.",
         cors=True, metered=True,
@@ -169,3 +182,7 @@ ROUTES: tuple[Route, ...] = (
         answer="Per-item results.", data=BatchResult, errors=(400, 401, 413, 503),
     ),
 )  # fmt: skip
+
+# Paths of Helicone's management API: whatever relaylog does not serve under them is a 404 in
+# the {data, error} envelope, never forwarded upstream with the caller's credentials.
+RESERVED: tuple[str, ...] = ("/v1/request", "/v1/session", "/v1/feedback", "/v1/helicone-dataset")

@@ -15,6 +15,7 @@ from proxy.api.models import (
     BatchItem,
     FeedbackBody,
     LegacyFeedbackBody,
+    PropertyBody,
     ScoresBody,
     SessionFeedbackBody,
     json_type,
@@ -198,6 +199,25 @@ def _live_detail(app: web.Application, request_id: str) -> dict[str, Any] | None
     live = present_unstored(row)
     live["outcome"] = None
     return {**live, "state": IN_PROGRESS}
+
+
+async def request_property(request: web.Request, body: PropertyBody) -> web.Response:
+    """Helicone's property upsert on a logged request: `{"data": null, "error": null}`."""
+    request_id = _check_request_id(request.match_info["id"])
+    recorder, wait_s = request.app[RECORDER], _wait_s(request.app)
+    if await _missing_requests(request.app, [request_id]):
+        raise _not_logged(request_id, wait_s)
+    if recorder.is_pending(request_id) and not await recorder.caught_up(wait_s):
+        raise ApiError(503, f"request {request_id!r} is still queued for writing", code="busy")
+    if recorder.serving_exchange(request_id) is not None:
+        raise ApiError(
+            409,
+            f"request {request_id!r} is still being served; set its properties once it ends",
+            code="in_progress",
+        )
+    if not await request.app[STORE].set_property(request_id, body.key.lower(), body.value):
+        raise _not_logged(request_id, wait_s)
+    return envelope(None)
 
 
 async def request_detail(request: web.Request) -> web.Response:

@@ -219,6 +219,24 @@ def method_not_allowed(methods: str) -> Handler:
     return not_allowed
 
 
+def reserve(app: web.Application, prefixes: Sequence[str]) -> None:
+    """Answer every other path under `prefixes` (the prefix itself included) with a 404.
+
+    Register after mount() and before the forward catch-all.
+    """
+
+    async def unknown(request: web.Request) -> web.StreamResponse:
+        raise ApiError(
+            404,
+            f"relaylog has no endpoint {request.method} {request.path}; "
+            "its management API is listed at /openapi.json",
+            code="unknown_endpoint",
+        )
+
+    for prefix in prefixes:
+        app.router.add_route("*", prefix + "{tail:(?:/.*)?}", unknown)
+
+
 def mount(app: web.Application, routes: Sequence[Route]) -> None:
     """Register `routes` in order (before the forward catch-all), one resource per path."""
     by_path: dict[str, list[Route]] = {}

@@ -199,6 +199,38 @@ class QueryBody(Body):
         return PageQuery(self.filter, sort, direction, self.limit, self.offset, self.cursor)
 
 
+class CountBody(Body):
+    """`POST /v1/request/count/query`: Helicone's count of the requests matching a filter tree."""
+
+    filter: Filter = "all"
+    # Helicone SDKs send it; relaylog accepts it and it changes nothing.
+    isCached: bool | None = None
+
+
+MAX_PROPERTY_KEY_CHARS = 256
+MAX_PROPERTY_VALUE_BYTES = 1024
+
+
+def _value_fits(value: str) -> str:
+    if len(value.encode()) > MAX_PROPERTY_VALUE_BYTES:
+        raise ValueError(f"value is longer than {MAX_PROPERTY_VALUE_BYTES} bytes")
+    return value
+
+
+class PropertyBody(Body):
+    """`PUT /v1/request/{id}/property`: set one property (the key is stored lowercased)."""
+
+    max_bytes = MAX_FEEDBACK_BODY_BYTES
+
+    key: Annotated[
+        StrictStr,
+        StringConstraints(
+            strip_whitespace=True, min_length=1, max_length=MAX_PROPERTY_KEY_CHARS, pattern=NO_NUL
+        ),
+    ]
+    value: Annotated[StrictStr, StringConstraints(pattern=NO_NUL), AfterValidator(_value_fits)]
+
+
 class StatsBody(Body):
     """A filter tree and up to three dimensions to group by."""
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.api.models import QueryBody, StatsBody
+from proxy.api.models import CountBody, QueryBody, StatsBody
 from proxy.errors import envelope
 from proxy.state import STORE
 from storage.query.filters import compile_filter
-from storage.query.pages import query_page
+from storage.query.pages import count_rows, query_page
 from storage.query.stats import request_stats
 
 CURSOR_HEADER = "Relaylog-Next-Cursor"
@@ -21,6 +21,11 @@ async def request_query(request: web.Request, body: QueryBody) -> web.StreamResp
     if page.next_cursor is not None:
         response.headers[CURSOR_HEADER] = page.next_cursor
     return response
+
+
+async def request_count(request: web.Request, body: CountBody) -> web.StreamResponse:
+    """Helicone's count: the number of logged requests matching the filter tree."""
+    return envelope(await count_rows(request.app[STORE], body.filter))
 
 
 async def stats(request: web.Request, body: StatsBody) -> web.StreamResponse:
