@@ -77,6 +77,15 @@ class Metrics:
             ["endpoint", "status"],
             registry=self.registry,
         )
+        self._ratings = Counter(
+            "relaylog_feedback",
+            "Request ratings stored (API, batch items, legacy body), by rating.",
+            ["rating"],
+            registry=self.registry,
+        )
+        self._scores = Counter(
+            "relaylog_scores", "Named scores stored on requests.", registry=self.registry
+        )
         self._queue = QueueCollector()
         self.registry.register(self._queue)
         # Label lookups cost more than the increment; keep each child once created.
@@ -98,6 +107,12 @@ class Metrics:
 
     def count_feedback(self, endpoint: str, status: int) -> None:
         self._feedback.labels(endpoint, str(status)).inc()
+
+    def count_rating(self, rating: bool) -> None:
+        self._ratings.labels("positive" if rating else "negative").inc()
+
+    def count_scores(self, count: int) -> None:
+        self._scores.inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

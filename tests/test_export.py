@@ -206,6 +206,18 @@ async def test_csv(make_proxy: ProxyFactory) -> None:
     assert rows[2]["feedback_rating"] == "" and rows[3]["is_stream"] == "true"
     assert orjson.loads(rows[0]["scores"]) == {"accuracy": 95.0, "helpful": 1.0}
     assert orjson.loads(rows[0]["request_body"])["messages"][0]["content"] == "Hello WORLD"
+    assert [r["session_rating"] for r in rows] == ["true", "true", "", "false"]
+
+
+async def test_jsonl_rows_carry_their_session_rating(make_proxy: ProxyFactory) -> None:
+    client = await make_proxy()
+    await fill(client.app[STORE])
+    response = await client.get("/v1/export", params={"user": "bob"})
+    rows = [orjson.loads(line) for line in (await response.read()).splitlines()]
+    assert [(r["id"], r["session"]["feedback"]["rating"]) for r in rows] == [
+        ("r2", True),
+        ("r6", False),
+    ]
 
 
 async def test_export_reads_in_keyset_batches(

@@ -103,3 +103,20 @@ async def test_each_app_has_its_own_registry(make_proxy: ProxyFactory, tmp_path:
     await second.post("/v1/chat/completions", json=CHAT)
     assert (await metrics_of(first))['relaylog_requests_total{outcome="ok",status="200"}'] == 3
     assert (await metrics_of(second))['relaylog_requests_total{outcome="ok",status="200"}'] == 1
+
+
+async def test_ratings_and_scores_are_counted(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(feedback={"wait_ms": 0})
+    answer = await proxy.post("/v1/chat/completions", json=CHAT)
+    request_id = answer.headers["helicone-id"]
+    await settle(proxy.app)
+    await proxy.post(f"/v1/request/{request_id}/feedback", json={"rating": True})
+    await proxy.post("/v1/feedback", json={"helicone-id": request_id, "rating": False})
+    items = [{"request_id": request_id, "rating": False}, {"request_id": "nope", "rating": True}]
+    await proxy.post("/v1/feedback/batch", json={"items": items})
+    await proxy.post(f"/v1/request/{request_id}/score", json={"scores": {"a": 1, "b": True}})
+    await proxy.post(f"/v1/request/{request_id}/score", json={"scores": {"a": "x"}})
+    m = await metrics_of(proxy)
+    assert m['relaylog_feedback_total{rating="positive"}'] == 1
+    assert m['relaylog_feedback_total{rating="negative"}'] == 2
+    assert m["relaylog_scores_total"] == 2

@@ -639,3 +639,10 @@ async def test_count_query_counts_the_matching_requests(logged: Client) -> None:
     assert (await response.json())["data"] == len(IDS)
     response = await logged.post("/v1/request/count/query", json={"filter": {"nope": {}}})
     assert response.status == 400
+
+
+async def test_query_rows_carry_the_session_rating(logged: Client) -> None:
+    status, payload = await query(logged, {"filter": "all", "sort": {"created_at": "asc"}})
+    assert status == 200
+    ratings = {row["request_id"]: row["session_feedback_rating"] for row in payload["data"]}
+    assert ratings == {"r1": True, "r2": True, "r3": None, "r4": None, "r5": False, "r6": False}

@@ -183,3 +183,31 @@ def test_stats_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "2024-05-02" in out and "p50 ms" in out
     assert main(["stats", "--db", db, "--by", "weekday"]) == 2
     assert "cannot group by 'weekday'" in capsys.readouterr().err
+
+
+async def test_session_ratings_in_totals_and_groups(logged: Client) -> None:
+    data = await stats(logged, {})
+    assert data["session_feedback"] == {
+        "count": 2,
+        "positive": 1,
+        "negative": 1,
+        "positive_rate": 0.5,
+    }
+    grouped = await stats(logged, {"group_by": "user"})
+    sessions = {g["key"]["user"]: g["session_feedback"] for g in grouped["groups"]}
+    assert {user: (s["count"], s["positive"]) for user, s in sessions.items()} == {
+        "alice": (1, 1),
+        "bob": (2, 1),
+        "carol": (1, 0),
+        None: (0, 0),
+    }
+    only_s2 = await stats(logged, {"filter": {"request": {"session_id": {"equals": "s2"}}}})
+    assert (only_s2["session_feedback"]["count"], only_s2["session_feedback"]["positive"]) == (1, 0)
+
+
+def test_stats_command_prints_session_ratings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = filled_sqlite(tmp_path / "cli.db")
+    assert main(["stats", "--db", db]) == 0
+    assert "session feedback  2 rated, 1 up, 1 down (50.0% positive)" in capsys.readouterr().out

@@ -23,7 +23,7 @@ from proxy.api.models import (
 from proxy.errors import ApiError, envelope
 from proxy.gateway.exchange import fallback_row
 from proxy.gateway.headers import is_valid_request_id
-from proxy.state import RECORDER, SETTINGS, STORE
+from proxy.state import METRICS, RECORDER, SETTINGS, STORE
 from storage.models import UNCHANGED, Unchanged
 from storage.query.rows import present_unstored
 
@@ -103,7 +103,9 @@ async def _store_feedback(
 ) -> dict[str, Any]:
     if await _missing_requests(app, [request_id]):
         raise _not_logged(request_id, _wait_s(app))
-    return await app[STORE].upsert_feedback(request_id, rating, comment)
+    stored = await app[STORE].upsert_feedback(request_id, rating, comment)
+    app[METRICS].count_rating(rating)
+    return stored
 
 
 async def request_feedback(request: web.Request, body: FeedbackBody) -> web.Response:
@@ -155,6 +157,7 @@ async def feedback_batch(request: web.Request, body: BatchBody) -> web.Response:
             result.update(status=404, data=None, error=_not_logged(item.request_id, wait_s).message)
             continue
         row = await store.upsert_feedback(item.request_id, item.rating, _comment(item))
+        request.app[METRICS].count_rating(item.rating)
         result.update(status=200, data=row, error=None)
     results = [result for result, _ in checked]
     stored = sum(1 for r in results if r["status"] == 200)
@@ -183,6 +186,7 @@ async def request_score(request: web.Request, body: ScoresBody) -> web.Response:
     if await _missing_requests(request.app, [request_id]):
         raise _not_logged(request_id, _wait_s(request.app))
     scores = await request.app[STORE].upsert_scores(request_id, body.scores)
+    request.app[METRICS].count_scores(len(scores))
     return envelope({"request_id": request_id, "scores": scores}, status=201)
 
 

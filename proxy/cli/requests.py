@@ -118,6 +118,11 @@ def _summary(stats: dict[str, Any]) -> None:
         f"feedback  {feedback['count']:,} rated, {feedback['positive']:,} up, "
         f"{feedback['negative']:,} down ({percent(feedback['positive_rate'])} positive)"
     )
+    sessions = stats["session_feedback"]
+    print(
+        f"session feedback  {sessions['count']:,} rated, {sessions['positive']:,} up, "
+        f"{sessions['negative']:,} down ({percent(sessions['positive_rate'])} positive)"
+    )
     for name, score in stats["scores"].items():
         print(
             f"score {name}  avg {score['avg']:.3f}  min {score['min']}  max {score['max']}  "

@@ -34,6 +34,7 @@ CSV_COLUMNS = (
     *(c for c in ROW_COLUMNS if c != "request_headers"),
     "feedback_rating",
     "feedback_comment",
+    "session_rating",
     "scores",
 )
 # The message fields OpenAI's chat fine-tuning format accepts, per role.
@@ -159,7 +160,9 @@ def chat_example(row: dict[str, Any]) -> dict[str, Any] | None:
     return example
 
 
-BOOLEAN_CELLS = tuple(CSV_COLUMNS.index(c) for c in ("is_stream", "feedback_rating"))
+BOOLEAN_CELLS = tuple(
+    CSV_COLUMNS.index(c) for c in ("is_stream", "feedback_rating", "session_rating")
+)
 SCORES_CELL = CSV_COLUMNS.index("scores")
 
 

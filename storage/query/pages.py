@@ -86,8 +86,9 @@ async def query_page(store: Store, query: PageQuery) -> Page:
         params += [value, last_id]
     rows = await store.fetch(
         f"SELECT r.*, {order_by} AS sort_key, f.rating AS feedback_rating, "
-        "f.comment AS feedback_comment FROM requests r "
+        "f.comment AS feedback_comment, sf.rating AS session_rating FROM requests r "
         "LEFT JOIN feedback f ON f.request_id = r.id "
+        "LEFT JOIN session_feedback sf ON sf.session_id = r.session_id "
         f"WHERE ({') AND ('.join(where)}) "
         f"ORDER BY {order_by} {direction.upper()}, r.id {direction.upper()} LIMIT ? OFFSET ?",
         [*params, query.limit, query.offset],

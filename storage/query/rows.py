@@ -90,6 +90,10 @@ def present_unstored(row: Row) -> dict[str, Any]:
     return present(record, {})
 
 
+def _rating(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
 def helicone_row(row: Mapping[str, Any], scores: dict[str, float]) -> dict[str, Any]:
     """A logged exchange under Helicone's field names, with relaylog's extra fields."""
     properties = orjson.loads(row["properties"] or "{}")
@@ -123,6 +127,7 @@ def helicone_row(row: Mapping[str, Any], scores: dict[str, float]) -> dict[str, 
         "session_name": row["session_name"],
         "feedback_rating": None if rating is None else bool(rating),
         "feedback_comment": row["feedback_comment"],
+        "session_feedback_rating": _rating(row.get("session_rating")),
         "scores": scores,
         "upstream_request_id": row["upstream_request_id"],
         "error": row["error"],

@@ -241,12 +241,42 @@ async def request_stats(
                 key = grouping.key(row)
                 add(groups.setdefault(tuple(key[i] for i in positions), Group()), row)
     result: dict[str, Any] = totals.summary()
+    result["session_feedback"] = (await _session_ratings(store, condition, ())).get((), _rated())
     if dimensions:
+        sessions = await _session_ratings(store, condition, dimensions)
         result["groups"] = [
-            {"key": dict(zip(dimensions, key, strict=True)), **groups[key].summary()}
+            {
+                "key": dict(zip(dimensions, key, strict=True)),
+                **groups[key].summary(),
+                "session_feedback": sessions.get(key, _rated()),
+            }
             for key in sorted(groups, key=_sort_key)
         ]
     return result
+
+
+def _rated(count: int = 0, positive: int = 0) -> dict[str, Any]:
+    return {
+        "count": count,
+        "positive": positive,
+        "negative": count - positive,
+        "positive_rate": round(positive / count, 6) if count else None,
+    }
+
+
+async def _session_ratings(
+    store: Store, condition: Condition, dimensions: Sequence[str]
+) -> dict[Key, dict[str, Any]]:
+    """Rated sessions with a matching request, per group: each session counted once a group."""
+    grouping = Grouping.of(dimensions)
+    rows = await store.fetch(
+        f"SELECT {grouping.select()}COUNT(DISTINCT sf.session_id) AS rated, "
+        "COUNT(DISTINCT CASE WHEN sf.rating = 1 THEN sf.session_id END) AS positive "
+        "FROM session_feedback sf JOIN requests r ON r.session_id = sf.session_id "
+        f"{grouping.join} WHERE {condition.sql}" + grouping.group_by(),
+        [*grouping.params, *condition.params],
+    )
+    return {grouping.key(row): _rated(int(row["rated"]), int(row["positive"] or 0)) for row in rows}
 
 
 def _sort_key(key: Key) -> tuple[tuple[bool, str], ...]:
