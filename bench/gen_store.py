@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.gateway.pricing import PriceTable
 from proxy.gateway.sse import Summary
-from storage.models import ROW_COLUMNS, utc_iso
+from storage.models import ROW_COLUMNS, Row, utc_iso
 from storage.sqlite import SQLiteStore
 
 MODELS = (
@@ -44,6 +44,11 @@ APPS = ("chat", "search", "support", "summarize")
 TOPICS = ("billing", "refunds", "shipping", "passwords", "pricing", "latency", "exports")
 STATUSES = ((200, "ok", 970), (429, "upstream_error", 15), (500, "upstream_error", 8))
 BATCH = 5000
+# Columns the generator leaves out (cache, retries, warnings) get the Row's defaults.
+DEFAULTS = {
+    name: field.default if isinstance(field.default, bool | int | float | str | None) else None
+    for name, field in Row.__dataclass_fields__.items()
+}
 
 
 def _pick(rng: random.Random, weighted: tuple[tuple[Any, int], ...]) -> Any:
@@ -160,7 +165,7 @@ def generate(rows: int, days: int, seed: int) -> Iterator[tuple[tuple[Any, ...],
             "upstream_request_id": f"req_{i}",
             "error": None if ok else f"upstream answered {status}",
         }
-        yield tuple(values[c] for c in ROW_COLUMNS), properties
+        yield tuple(values.get(c, DEFAULTS[c]) for c in ROW_COLUMNS), properties
 
 
 def fill(db: Path, rows: int, days: int, seed: int, feedback: float, scores: float) -> None:
