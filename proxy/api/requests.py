@@ -8,8 +8,8 @@ from proxy.api.models import CountBody, QueryBody, StatsBody
 from proxy.errors import envelope
 from proxy.state import STORE
 from storage.query.filters import compile_filter
-from storage.query.pages import count_rows, query_page
-from storage.query.stats import request_stats
+from storage.query.pages import query_page
+from storage.query.stats import count_requests, request_stats
 
 CURSOR_HEADER = "Relaylog-Next-Cursor"
 
@@ -25,7 +25,7 @@ async def request_query(request: web.Request, body: QueryBody) -> web.StreamResp
 
 async def request_count(request: web.Request, body: CountBody) -> web.StreamResponse:
     """Helicone's count: the number of logged requests matching the filter tree."""
-    return envelope(await count_rows(request.app[STORE], body.filter))
+    return envelope(await count_requests(request.app[STORE], compile_filter(body.filter)))
 
 
 async def stats(request: web.Request, body: StatsBody) -> web.StreamResponse:

@@ -65,15 +65,6 @@ def decode_cursor(cursor: str, sort: str, direction: str) -> tuple[Any, str]:
     return value, last_id
 
 
-async def count_rows(store: Store, tree: Any) -> int:
-    """How many logged requests match the filter tree."""
-    condition = compile_filter(tree)
-    rows = await store.fetch(
-        f"SELECT COUNT(*) AS n FROM requests r WHERE {condition.sql}", condition.params
-    )
-    return int(rows[0]["n"])
-
-
 async def query_page(store: Store, query: PageQuery) -> Page:
     """One page of matching rows in Helicone's shape, and the cursor to the next page."""
     condition = compile_filter(query.filter)
