@@ -33,6 +33,12 @@ UPSERT_ROW = (
 )
 
 
+def storable(text: str) -> str:
+    """`text` with NUL characters as U+FFFD: PostgreSQL's text cannot hold NUL, and a logged
+    model name, path or body must not lose its row over one (both stores keep the same)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def row_values(row: Row) -> tuple[Any, ...]:
     """The row's values in ROW_COLUMNS order, JSON and booleans encoded for SQL."""
     values = []
@@ -42,6 +48,8 @@ def row_values(row: Row) -> tuple[Any, ...]:
             value = orjson.dumps(value).decode()
         elif column in ("is_stream", "cache_hit"):
             value = int(value)
+        elif isinstance(value, str):
+            value = storable(value)
         values.append(value)
     return tuple(values)
 
@@ -130,7 +138,11 @@ class SqlStore(CacheStore, RateLimitStore):
             await tx.executemany(
                 "DELETE FROM request_properties WHERE request_id = ?", [(r.id,) for r in rows]
             )
-            props = [(r.id, k, v) for r in rows for k, v in r.properties.items()]
+            props = [
+                (storable(r.id), storable(k), storable(v))
+                for r in rows
+                for k, v in r.properties.items()
+            ]
             if props:
                 await tx.executemany(
                     "INSERT INTO request_properties (request_id, key, value) VALUES (?, ?, ?)",

@@ -72,3 +72,92 @@ async def test_feedback_on_one_replica_for_a_call_served_by_another(
     detail = await (await serving.get("/v1/request/cross-replica-1")).json()
     assert detail["data"]["feedback"]["rating"] is True
     assert detail["data"]["session"]["feedback"]["rating"] is False
+
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_a_nul_in_a_logged_field_keeps_the_row_on_every_store(
+    make_proxy: ProxyFactory, store_url: str
+) -> None:
+    proxy = await make_proxy(store={"db": store_url})
+    body = {"model": "gpt\x00x", "messages": [{"role": "user", "content": "a\x00b"}]}
+    answer = await proxy.post(
+        "/v1/chat/completions", json=body, headers={"Helicone-Request-Id": "nul-1"}
+    )
+    assert answer.status == 200
+    row = await stored(proxy.app, "nul-1")
+    assert row["model"] == "gpt\ufffdx"
+    # The JSON body keeps its escaped NUL: the client's text is stored as sent.
+    assert row["request_body"]["messages"][0]["content"] == "a\x00b"
+
+
+async def test_nul_in_feedback_fields_is_a_400_that_changes_nothing(
+    make_proxy: ProxyFactory, store_url: str
+) -> None:
+    proxy = await make_proxy(store={"db": store_url}, feedback={"wait_ms": 0})
+    headers = {"Helicone-Request-Id": "nul-2", "Helicone-Session-Id": "s-nul"}
+    assert (await proxy.post("/v1/chat/completions", json=CHAT, headers=headers)).status == 200
+    await settle(proxy.app)
+    attempts = [
+        ("/v1/request/nul-2/feedback", {"rating": True, "comment": "a\x00b"}),
+        ("/v1/request/nul-2/score", {"scores": {"a\x00b": 1}}),
+        ("/v1/session/s%00x/feedback", {"rating": True}),
+    ]
+    for path, payload in attempts:
+        answer = await proxy.post(path, json=payload)
+        assert answer.status == 400, (path, await answer.text())
+        assert "NUL" in (await answer.json())["error"]
+    row = await stored(proxy.app, "nul-2")
+    assert row["feedback"] is None and row["scores"] == {}
+
+
+async def test_a_batch_item_with_a_nul_fails_alone(
+    make_proxy: ProxyFactory, store_url: str
+) -> None:
+    proxy = await make_proxy(store={"db": store_url}, feedback={"wait_ms": 0})
+    for n in (1, 2):
+        headers = {"Helicone-Request-Id": f"batch-nul-{n}"}
+        assert (await proxy.post("/v1/chat/completions", json=CHAT, headers=headers)).status == 200
+    await settle(proxy.app)
+    items = [
+        {"request_id": "batch-nul-1", "rating": True, "comment": "x\x00"},
+        {"request_id": "batch-nul-2", "rating": False},
+    ]
+    answer = await proxy.post("/v1/feedback/batch", json={"items": items})
+    assert answer.status == 200
+    data = (await answer.json())["data"]
+    assert [r["status"] for r in data["results"]] == [400, 200]
+    assert (await stored(proxy.app, "batch-nul-1"))["feedback"] is None
+    assert (await stored(proxy.app, "batch-nul-2"))["feedback"]["rating"] is False
+
+
+async def test_creating_one_dataset_name_at_once_is_a_409_for_the_losers(
+    make_proxy: ProxyFactory, store_url: str
+) -> None:
+    proxy = await make_proxy(store={"db": store_url})
+    headers = {"Helicone-Request-Id": "race-1"}
+    assert (await proxy.post("/v1/chat/completions", json=CHAT, headers=headers)).status == 200
+    await settle(proxy.app)
+    body = {"datasetName": "race", "requestIds": ["race-1"]}
+    answers = await asyncio.gather(
+        *(proxy.post("/v1/helicone-dataset", json=body) for _ in range(6))
+    )
+    assert sorted(a.status for a in answers) == [201] + [409] * 5
+    listed = await (await proxy.post("/v1/helicone-dataset/query", json={})).json()
+    assert [d["name"] for d in listed["data"]] == ["race"]
+
+
+async def test_a_score_call_sets_at_most_256_names(
+    make_proxy: ProxyFactory, store_url: str
+) -> None:
+    proxy = await make_proxy(store={"db": store_url}, feedback={"wait_ms": 0})
+    headers = {"Helicone-Request-Id": "many-scores"}
+    assert (await proxy.post("/v1/chat/completions", json=CHAT, headers=headers)).status == 200
+    await settle(proxy.app)
+    too_many = {"scores": {f"s{n}": n for n in range(257)}}
+    answer = await proxy.post("/v1/request/many-scores/score", json=too_many)
+    assert answer.status == 400
+    enough = {"scores": {f"s{n}": n for n in range(256)}}
+    assert (await proxy.post("/v1/request/many-scores/score", json=enough)).status == 201
+    assert len((await stored(proxy.app, "many-scores"))["scores"]) == 256

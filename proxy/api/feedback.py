@@ -24,6 +24,7 @@ from proxy.errors import ApiError, envelope
 from proxy.gateway.exchange import fallback_row
 from proxy.gateway.headers import is_valid_request_id
 from proxy.state import METRICS, RECORDER, SETTINGS, STORE
+from storage.errors import StoreError
 from storage.models import UNCHANGED, Unchanged
 from storage.query.rows import present_unstored
 
@@ -55,6 +56,8 @@ def _check_session_id(value: str) -> str:
         raise ApiError(
             400, f"session id must be 1-{MAX_SESSION_ID_CHARS} characters", code="invalid_id"
         )
+    if "\x00" in value:
+        raise ApiError(400, "session id may not contain NUL characters", code="invalid_id")
     return value
 
 
@@ -156,7 +159,12 @@ async def feedback_batch(request: web.Request, body: BatchBody) -> web.Response:
         if item.request_id in missing:
             result.update(status=404, data=None, error=_not_logged(item.request_id, wait_s).message)
             continue
-        row = await store.upsert_feedback(item.request_id, item.rating, _comment(item))
+        try:
+            row = await store.upsert_feedback(item.request_id, item.rating, _comment(item))
+        except StoreError as exc:
+            # Each item stands alone: the answer says which ones the store took.
+            result.update(status=503, data=None, error=f"store unavailable: {exc}")
+            continue
         request.app[METRICS].count_rating(item.rating)
         result.update(status=200, data=row, error=None)
     results = [result for result, _ in checked]

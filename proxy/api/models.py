@@ -30,6 +30,8 @@ from storage.query.stats import check_dimensions
 MAX_BATCH_ITEMS = 1000
 MAX_COMMENT_BYTES = 4096
 MAX_SCORE_NAME_CHARS = 128
+# Names set in one score call; each is a row and a rollup entry.
+MAX_SCORES_PER_CALL = 256
 MAX_FEEDBACK_BODY_BYTES = 1024 * 1024
 # A filter tree within the node bound is far smaller than this.
 MAX_QUERY_BODY_BYTES = 256 * 1024
@@ -56,7 +58,15 @@ def json_type(value: object) -> str:
 def _comment_fits(comment: str | None) -> str | None:
     if comment is not None and len(comment.encode()) > MAX_COMMENT_BYTES:
         raise ValueError(f"comment is longer than {MAX_COMMENT_BYTES} bytes")
+    if comment is not None and "\x00" in comment:
+        raise ValueError("comment may not contain NUL characters")
     return comment
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("names may not contain NUL characters")
+    return value
 
 
 def _score_value(value: object) -> float:
@@ -79,7 +89,11 @@ Comment = Annotated[
     AfterValidator(_comment_fits),
     Field(description="Free text, at most 4 KiB of UTF-8."),
 ]
-ScoreName = Annotated[StrictStr, StringConstraints(min_length=1, max_length=MAX_SCORE_NAME_CHARS)]
+ScoreName = Annotated[
+    StrictStr,
+    StringConstraints(min_length=1, max_length=MAX_SCORE_NAME_CHARS),
+    AfterValidator(_no_nul),
+]
 ScoreValue = Annotated[
     float,
     PlainValidator(_score_value),
@@ -161,7 +175,10 @@ class ScoresBody(Body):
 
     max_bytes = MAX_FEEDBACK_BODY_BYTES
 
-    scores: dict[ScoreName, ScoreValue]
+    scores: Annotated[
+        dict[ScoreName, ScoreValue],
+        Field(min_length=1, max_length=MAX_SCORES_PER_CALL),
+    ]
 
 
 NEWEST_FIRST: dict[str, Direction] = {"created_at": "desc"}

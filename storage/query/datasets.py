@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from storage import Store
-from storage.errors import DatasetExists, UnknownDataset
+from storage.errors import DatasetExists, StoreError, UnknownDataset
 from storage.models import utc_iso
 from storage.query.filters import Condition
 from storage.sql import Statement, chunked
@@ -111,7 +111,14 @@ async def create_dataset(
         "VALUES (?, ?, ?, ?, ?)",
         [dataset_id, name, description, now, now],
     )
-    changed = await change_rows(store, dataset_id, ids, (), condition, first=[insert])
+    try:
+        changed = await change_rows(store, dataset_id, ids, (), condition, first=[insert])
+    except StoreError:
+        # Another call created the name between the check and the insert (the unique
+        # constraint refused ours, and the transaction rolled back).
+        if await find_dataset(store, name) is not None:
+            raise DatasetExists(name) from None
+        raise
     return {"datasetId": dataset_id, "name": name, **changed}
 
 
