@@ -92,6 +92,13 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
             await limiter.counters.close()
 
 
+async def _stopping(app: web.Application) -> None:
+    """Runs when shutdown starts, before in-flight handlers are given their last seconds."""
+    forwarder = app.get(FORWARDER)
+    if forwarder is not None:
+        forwarder.stopping = True
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the relaylog application for `settings` (the upstream URL must be resolved)."""
     app = web.Application(
@@ -109,6 +116,7 @@ def create_app(settings: Settings) -> web.Application:
     # aiohttp unwinds these in reverse: the forwarder stops before the recorder drains,
     # and the recorder drains before the store closes.
     app.cleanup_ctx.extend([_store_ctx, _recorder_ctx, pruner_ctx, _forwarder_ctx])
+    app.on_shutdown.append(_stopping)
     mount(app, ROUTES)
     reserve(app, RESERVED)
     app.router.add_route("*", "/v1/{tail:.*}", forward, name=FORWARD_ROUTE)

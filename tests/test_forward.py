@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import signal
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,13 +17,16 @@ import pytest
 from aiohttp import web
 
 from proxy.gateway.headers import TRUNCATED
+from storage import open_store
 from tests.helpers import (
     AppUpstream,
     Client,
     ProxyFactory,
+    Served,
     Upstream,
     port_of,
     settle,
+    start_serve,
     store_of,
     stored,
 )
@@ -645,3 +650,98 @@ async def test_unbelievable_usage_is_ignored_and_the_bodies_are_kept(
     assert row["response_body"]["choices"][0]["message"]["content"] == "kept answer"
     assert row["request_body"]["messages"][0]["content"] == "hello"
     assert "usage ignored" in row["error"]
+
+
+async def _send_half_a_body(port: int, request_id: str) -> None:
+    """POST a chat call that promises 1,000 body bytes, send 100, and hang up."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode()
+        + b"Content-Type: application/json\r\nContent-Length: 1000\r\n"
+        + f"Helicone-Request-Id: {request_id}\r\n\r\n".encode()
+        + b'{"model": "gpt-4o-mini", "messages": ['
+        + b" " * 62
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_an_upload_the_client_abandons_is_logged(proxy: Any, upstream: Upstream) -> None:
+    await _send_half_a_body(port_of(proxy), "abandoned-upload")
+    # The handler notices the hang-up a moment after the socket closes.
+    for _ in range(250):
+        await settle(proxy.app)
+        if await store_of(proxy.app).request_exists("abandoned-upload"):
+            break
+        await asyncio.sleep(0.02)
+    row = await stored(proxy.app, "abandoned-upload")
+    assert row["outcome"] == "client_cancelled"
+    assert "disconnected after 100 of 1000 body bytes" in row["error"]
+    assert upstream.received == []
+
+
+async def _abandon_then_cut(served: Served) -> None:
+    """An abandoned upload, then a stream still running when relaylog is told to stop."""
+    port = int(served.url.rsplit(":", 1)[1])
+    await _send_half_a_body(port, "abandoned-serve")
+    async with aiohttp.ClientSession() as session:
+        # The server notices the hang-up a moment after the socket closes.
+        for _ in range(100):
+            async with session.get(f"{served.url}/v1/request/abandoned-serve") as detail:
+                if detail.status == 200:
+                    break
+            await asyncio.sleep(0.05)
+        assert detail.status == 200, served.logs().decode()
+        async with session.post(
+            f"{served.url}/v1/chat/completions",
+            json=STREAM,
+            headers={"Helicone-Request-Id": "cut-by-shutdown"},
+        ) as response:
+            assert response.status == 200
+            await response.content.readany()
+            served.process.send_signal(signal.SIGTERM)
+            # The client keeps reading until relaylog ends the stream after its shutdown timeout.
+            with contextlib.suppress(aiohttp.ClientError):
+                async for _ in response.content.iter_any():
+                    pass
+
+
+@pytest.mark.slow
+async def test_abandoned_upload_and_shutdown_cut_stream_under_relaylog_serve(
+    tmp_path: Path, app_upstream: AppUpstream
+) -> None:
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        while True:
+            chunk = {"choices": [{"index": 0, "delta": {"content": "x"}}]}
+            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            await asyncio.sleep(0.05)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", endless)
+    url = await app_upstream(app)
+    db = tmp_path / "relaylog.db"
+    served = await start_serve(
+        tmp_path, db, "--upstream", url, env={"RELAYLOG_SERVER_SHUTDOWN_TIMEOUT_S": "1"}
+    )
+    try:
+        await _abandon_then_cut(served)
+        assert await asyncio.wait_for(served.process.wait(), 30) == 0, served.logs().decode()
+    finally:
+        await served.kill()
+    store = open_store(str(db))
+    await store.open()
+    try:
+        cut = await store.get_request("cut-by-shutdown")
+        abandoned = await store.get_request("abandoned-serve")
+    finally:
+        await store.close()
+    assert cut is not None and abandoned is not None, served.logs().decode()
+    assert cut["outcome"] == "stream_incomplete"
+    assert "shut down before the answer ended" in cut["error"]
+    assert cut["response_body"]["choices"][0]["message"]["content"].startswith("x")
+    assert abandoned["outcome"] == "client_cancelled"
+    assert b"client disconnected after 100 of 1000 body bytes" in served.logs()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,8 @@ FALLBACKS_HEADER = "Helicone-Fallbacks"
 FALLBACK_INDEX_HEADER = "Helicone-Fallback-Index"
 USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#]*@")
 
+log = logging.getLogger("relaylog")
+
 
 @dataclass(slots=True)
 class Forwarder:
@@ -90,6 +93,9 @@ class Forwarder:
     cost_of: Callable[[Exchange], float | None]
     # Refuse malformed logging headers with a 400 instead of logging a warning.
     strict_headers: bool = False
+    # Set when the server starts shutting down: a handler cancelled after this was cut by
+    # server.shutdown_timeout_s, not by its client.
+    stopping: bool = False
 
 
 @dataclass(slots=True)
@@ -230,13 +236,19 @@ async def forward(request: web.Request) -> web.StreamResponse:
             plan.rate_key = segment_key(plan.rate, options)
             plan.headers = await fw.limiter.check(plan.rate, plan.rate_key)
     except ApiError as err:
-        ex.id = ex.id or new_request_id()
-        fw.recorder.begin(ex)
         outcome = "rate_limited" if isinstance(err, RateLimited) else "rejected"
-        ex.status, ex.outcome, ex.error = err.status, outcome, err.message
-        ex.latency_ms = _elapsed_ms(start)
-        fw.recorder.submit(ex)
+        _record_unsent(fw, ex, start, err.status, outcome, err.message)
         err.headers.update(_status_headers(ex, err.status))
+        raise
+    except asyncio.CancelledError:
+        # The client left while sending its body (aiohttp cancels the handler): logged too.
+        of = f" of {request.content_length}" if request.content_length is not None else ""
+        error = (
+            f"client disconnected after {request.content.total_bytes}{of} body bytes, "
+            "before the call was sent"
+        )
+        log.warning("%s %s: %s", ex.method, ex.path, error)
+        _record_unsent(fw, ex, start, None, "client_cancelled", error)
         raise
     fw.recorder.begin(ex)
     try:
@@ -246,6 +258,17 @@ async def forward(request: web.Request) -> web.StreamResponse:
             await fw.limiter.spend(plan.rate, plan.rate_key, fw.cost_of(ex))
         ex.latency_ms = _elapsed_ms(start)
         fw.recorder.submit(ex)
+
+
+def _record_unsent(
+    fw: Forwarder, ex: Exchange, start: float, status: int | None, outcome: str, error: str
+) -> None:
+    """Log a call that never reached the upstream."""
+    ex.id = ex.id or new_request_id()
+    fw.recorder.begin(ex)
+    ex.status, ex.outcome, ex.error = status, outcome, error
+    ex.latency_ms = _elapsed_ms(start)
+    fw.recorder.submit(ex)
 
 
 async def _proxy(
@@ -329,7 +352,13 @@ async def _proxy(
         async with upstream:
             return await _answer(request, ex, upstream, start, strip_usage, extra, keep)
     except asyncio.CancelledError:
-        ex.outcome, ex.error = "client_cancelled", "client disconnected"
+        # Once shutdown has begun, the cancellation is relaylog's own (shutdown_timeout_s ran
+        # out); aiohttp may close the socket before or after it cancels the handler.
+        if fw.stopping:
+            ex.outcome = "stream_incomplete" if ex.status is not None else "upstream_unreachable"
+            ex.error = "relaylog shut down before the answer ended (server.shutdown_timeout_s)"
+        else:
+            ex.outcome, ex.error = "client_cancelled", "client disconnected"
         raise
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise _failed(
