@@ -300,6 +300,31 @@ class FallbackSettings(Section):
         return value
 
 
+class DashboardSettings(Section):
+    enabled: bool = Field(True, description="Serve the web dashboard at / on the proxy's port.")
+    query_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Longest a dashboard read may run; a slower one asks to narrow the time range.",
+    )
+    page_size: int = Field(50, ge=10, le=500, description="Rows per page of the requests list.")
+    count_cap: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="The requests list counts matching rows up to this many, then shows 'N+'.",
+    )
+    tail_interval_s: float = Field(
+        3.0, ge=1, le=300, description="How often the opt-in live tail asks for new rows."
+    )
+    cookie_secure: bool = Field(
+        False,
+        description="Mark the dashboard's key cookie Secure (set it when served over HTTPS, "
+        "e.g. behind a TLS proxy); it is always HttpOnly and SameSite=Strict.",
+    )
+
+
 class Settings(Section):
     server: ServerSettings = Field(default_factory=ServerSettings, description="Listener.")
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings, description="Upstream.")
@@ -327,6 +352,9 @@ class Settings(Section):
     )
     fallbacks: FallbackSettings = Field(
         default_factory=FallbackSettings, description="Fallback upstreams (Helicone-Fallbacks)."
+    )
+    dashboard: DashboardSettings = Field(
+        default_factory=DashboardSettings, description="The web dashboard at /."
     )
 
     @property
