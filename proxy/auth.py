@@ -8,8 +8,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from aiohttp import web
+
 from proxy.config import HASH_PREFIX, AuthSettings
 from proxy.errors import ApiError
+from proxy.origin import foreign_origin, normal_host
+
+# The dashboard keeps the proxy key its user typed in this cookie (HttpOnly, SameSite=Strict).
+KEY_COOKIE = "relaylog_key"
 
 
 def _digest(key: str) -> bytes:
@@ -53,6 +59,24 @@ class KeyRing:
         scheme, _, token = header_value.strip().partition(" ")
         if scheme.lower() != "bearer" or not self.matches(token.strip()):
             raise ApiError(401, "invalid proxy key", code="invalid_key")
+
+
+def presented_key(request: web.Request) -> str | None:
+    """The `Authorization` header, or the dashboard's key cookie as `Bearer KEY`.
+
+    The cookie counts only for the dashboard's own page: a read that is not from another
+    origin, a write whose `Origin` is this server's (browsers send it on every write).
+    """
+    header = request.headers.get("Authorization")
+    cookie = request.cookies.get(KEY_COOKIE)
+    if header is not None or not cookie:
+        return header
+    host = normal_host(request.headers.get("Host", ""))
+    if foreign_origin(request, host) is not None:
+        return None
+    if request.method not in ("GET", "HEAD") and "Origin" not in request.headers:
+        return None
+    return f"Bearer {cookie}"
 
 
 def proxy_keyring(auth: AuthSettings) -> KeyRing:

@@ -40,7 +40,7 @@ FEEDBACK_WRITE_ROUTES = frozenset(
 WARN_EVERY_S = 10.0
 
 
-def _normal_host(value: str) -> str:
+def normal_host(value: str) -> str:
     """A `Host` value lowercased, without a trailing dot on the name."""
     host = value.strip().lower()
     name, sep, port = host.rpartition(":")
@@ -93,7 +93,7 @@ class SitePolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> SitePolicy:
         return cls(
-            hostnames=frozenset(_normal_host(h) for h in settings.server.hostnames if h.strip()),
+            hostnames=frozenset(normal_host(h) for h in settings.server.hostnames if h.strip()),
             feedback_origins=frozenset(
                 o.strip().rstrip("/") for o in settings.feedback.cors_origins
             ),
@@ -173,7 +173,7 @@ def _refusal_headers(request: web.Request) -> dict[str, str]:
 
 def _check_host(request: web.Request, policy: SitePolicy) -> str:
     raw = request.headers.get("Host")
-    host = _normal_host(raw) if raw else ""
+    host = normal_host(raw) if raw else ""
     if not host or not policy.host_allowed(host, _local_address(request)):
         policy.refusals.warn(
             "refused a request for Host %r; add the name to server.hostnames if it is yours",

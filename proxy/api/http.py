@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ValidationError
 
 from proxy.api.models import Body, json_type
-from proxy.auth import KeyPolicy
+from proxy.auth import KeyPolicy, presented_key
 from proxy.bodies import read_bounded
 from proxy.errors import ApiError
 from proxy.state import METRICS, POLICY, RECORDER, SETTINGS
@@ -137,7 +137,7 @@ def _cors_headers(request: web.Request) -> dict[str, str]:
 async def _call(route: Route, request: web.Request) -> web.StreamResponse:
     keys = request.app[POLICY].keyring(route.keys)
     if keys is not None:
-        keys.require(request.headers.get("Authorization"), "Authorization")
+        keys.require(presented_key(request), "Authorization")
     if route.keys == "proxy":
         # Read your writes: the log's readers see every exchange answered before the call
         # arrived, once the writer has committed them (or after feedback.wait_ms).
