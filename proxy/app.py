@@ -12,6 +12,7 @@ from proxy.api import RESERVED, ROUTES
 from proxy.api.http import mount, reserve
 from proxy.auth import AccessPolicy, feedback_keyring, proxy_keyring
 from proxy.config import Settings
+from proxy.dashboard import setup_dashboard
 from proxy.errors import FORWARD_ROUTE, error_middleware
 from proxy.gateway.cache import ResponseCache
 from proxy.gateway.exchange import to_row
@@ -119,5 +120,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_stopping)
     mount(app, ROUTES)
     reserve(app, RESERVED)
+    if settings.dashboard.enabled:
+        setup_dashboard(app)
     app.router.add_route("*", "/v1/{tail:.*}", forward, name=FORWARD_ROUTE)
     return app

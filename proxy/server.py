@@ -142,8 +142,10 @@ async def serve(settings: Settings, worker: int = 0) -> None:
     host = f"[{server.host}]" if ":" in server.host else server.host
     if worker == 0:
         workers = f" | {server.workers} workers" if server.workers > 1 else ""
+        url = f"http://{host}:{bound_port(runner)}"
+        dashboard = f" | dashboard {url}/" if settings.dashboard.enabled else ""
         print(
-            f"relaylog {__version__} listening on http://{host}:{bound_port(runner)} "
+            f"relaylog {__version__} listening on {url}{dashboard} "
             f"| store {redact(settings.store.db)} | upstream {upstream_label}{workers}",
             flush=True,
         )

@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from proxy.auth import AccessPolicy
     from proxy.config import Settings
+    from proxy.dashboard.render import NavItem
     from proxy.gateway.forward import Forwarder
     from proxy.gateway.recorder import Recorder
     from proxy.metrics import Metrics
@@ -23,3 +24,4 @@ SITE_POLICY: web.AppKey[SitePolicy] = web.AppKey("site_policy")
 STORE: web.AppKey[Store] = web.AppKey("store")
 RECORDER: web.AppKey[Recorder] = web.AppKey("recorder")
 FORWARDER: web.AppKey[Forwarder] = web.AppKey("forwarder")
+DASHBOARD_NAV: web.AppKey[tuple[NavItem, ...]] = web.AppKey("dashboard_nav")

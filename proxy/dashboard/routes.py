@@ -1,0 +1,134 @@
+"""The dashboard's route table and page_handler(): keys, read-your-writes, time limit, headers.
+
+PAGES lists every dashboard route once, in the order of the top navigation. mount_pages()
+registers them (before the API's routes cannot clash: none is under /v1) and the static files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy.dashboard import auth, datasets, requests
+from proxy.dashboard.render import NavItem, render
+from proxy.state import DASHBOARD_NAV, RECORDER, SETTINGS
+from storage.errors import DatasetExists, QueryError, StoreError, UnknownDataset
+
+log = logging.getLogger("relaylog.dashboard")
+
+PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PREFIX = "dashboard."
+STATIC_ROUTE = PREFIX + "static"
+# No inline script or style anywhere: every script and stylesheet is a file under /static/.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+TIMEOUT_MESSAGE = (
+    "This view took longer than {seconds:g} s to read: narrow the time range "
+    "(or the filter) and try again."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One dashboard route: path, handler, route name, and its label in the navigation."""
+
+    path: str
+    handler: PageHandler
+    name: str
+    nav: str | None = None
+    method: str = "GET"
+    # What the page script fetches (rows, counts): errors come back as short text.
+    part: bool = False
+    # Open pages (the login form) answer without a signed-in key.
+    open: bool = False
+
+
+PAGES: tuple[Page, ...] = (
+    Page("/", requests.home, "home"),
+    Page("/requests", requests.page, "requests", nav="Requests"),
+    Page("/requests/rows", requests.rows, "request_rows", part=True),
+    Page("/requests/count", requests.count, "request_count", part=True),
+    Page("/requests/{id:[^/]+}", requests.detail_page, "request_detail"),
+    Page("/requests/{id:[^/]+}/drawer", requests.drawer, "request_drawer", part=True),
+    Page("/datasets", datasets.page, "datasets", nav="Datasets"),
+    Page("/login", auth.login_form, "login", open=True),
+    Page("/login", auth.login, "login_post", method="POST", open=True),
+    Page("/logout", auth.logout, "logout", method="POST", open=True),
+)
+
+
+def _problem(request: web.Request, part: bool, status: int, message: str) -> web.Response:
+    if part:
+        return web.Response(status=status, text=message)
+    return render(request, "error.html", {"status": status, "message": message}, status=status)
+
+
+async def _answer(page: Page, request: web.Request) -> web.StreamResponse:
+    if not page.open and not auth.signed_in(request):
+        if page.part:
+            return web.Response(status=401, text="sign in with a proxy key first")
+        raise web.HTTPSeeOther(auth.login_url(request))
+    settings = request.app[SETTINGS]
+    if not page.open:
+        # Read your writes, as the API's reads: every exchange answered before this request.
+        await request.app[RECORDER].caught_up(settings.feedback.wait_ms / 1000)
+    seconds = settings.dashboard.query_timeout_s
+    try:
+        async with asyncio.timeout(seconds):
+            return await page.handler(request)
+    except TimeoutError:
+        return _problem(request, page.part, 503, TIMEOUT_MESSAGE.format(seconds=seconds))
+    except UnknownDataset as exc:
+        return _problem(request, page.part, 404, str(exc))
+    except (QueryError, DatasetExists) as exc:
+        return _problem(request, page.part, 400, str(exc))
+    except StoreError as exc:
+        log.warning("dashboard read failed: %s", exc)
+        return _problem(request, page.part, 503, f"the store is unavailable: {exc}")
+
+
+def page_handler(page: Page) -> PageHandler:
+    """The aiohttp handler for `page`: sign-in, read-your-writes, time limit, headers."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await _answer(page, request)
+        except web.HTTPException as exc:
+            if exc.status >= 400:
+                return _problem(request, page.part, exc.status, exc.reason)
+            exc.headers.update(SECURITY_HEADERS)
+            raise
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    wrapped.__name__ = wrapped.__qualname__ = page.name
+    return wrapped
+
+
+async def _static_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.match_info.route.name == STATIC_ROUTE:
+        response.headers.update(SECURITY_HEADERS)
+
+
+def mount_pages(app: web.Application, pages: Sequence[Page], static: Path) -> None:
+    """Register `pages` and the static files; call before the forward catch-all."""
+    app[DASHBOARD_NAV] = tuple(
+        NavItem(page.nav, page.path, PREFIX + page.name) for page in pages if page.nav is not None
+    )
+    for page in pages:
+        app.router.add_route(page.method, page.path, page_handler(page), name=PREFIX + page.name)
+    app.router.add_static("/static/", static, name=STATIC_ROUTE, append_version=False)
+    app.on_response_prepare.append(_static_headers)
