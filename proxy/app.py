@@ -29,7 +29,11 @@ from storage import open_store
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = open_store(app[SETTINGS].store.db)
-    await store.open()
+    try:
+        await store.open()
+    except BaseException:  # a start cancelled by a signal must not leave a connection open
+        await store.close()
+        raise
     app[STORE] = store
     yield
     await store.close()

@@ -5,8 +5,9 @@
       RateLimited           a call over its Helicone-RateLimit-Policy (429, outcome rate_limited)
     ConfigError             settings that cannot be loaded (the CLI exits 2)
     PricingError            (ValueError) a price file or override that cannot be read
-    CliError                a command-line problem reported on one line (exit 2)
-    ServeError              relaylog cannot start serving: listen policy, port, store (exit 2)
+    CliError                a command-line usage problem reported on one line (exit 2)
+    CommandFailed           a command that ran and failed: not found, refused (exit 1)
+    ServeError              relaylog cannot start serving: listen policy, port, store (exit 1)
     ClientGone              the client closed its connection mid-stream
     BadBody                 the sandbox upstream's refusal of a request body
 
@@ -84,7 +85,11 @@ class PricingError(ValueError):
 
 
 class CliError(Exception):
-    """A problem reported to the user as one line on stderr with exit code 2."""
+    """A usage problem (a flag's value) reported as one line on stderr with exit code 2."""
+
+
+class CommandFailed(Exception):
+    """A command that ran and failed (not found, refused, no store): one line, exit code 1."""
 
 
 class ServeError(Exception):

@@ -83,10 +83,18 @@ def check_listen(settings: Settings) -> None:
 async def start_site(
     app: web.Application, host: str, port: int, reuse_port: bool = False, **kwargs: Any
 ) -> web.AppRunner:
+    """Set `app` up and listen; on any failure (port taken, store error, a signal) whatever was
+    set up is closed again, so no thread or task keeps the process alive."""
     runner = web.AppRunner(app, **kwargs)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=LISTEN_BACKLOG)
-    await site.start()
+    try:
+        await runner.setup()
+        site = web.TCPSite(
+            runner, host, port, reuse_port=reuse_port or None, backlog=LISTEN_BACKLOG
+        )
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner
 
 
@@ -98,70 +106,101 @@ def bound_port(runner: web.AppRunner) -> int:
     raise ServeError("listener has no TCP address")
 
 
+class Stopper:
+    """SIGTERM/SIGINT handling from the first moment: while starting, a signal cancels the
+    start (which then closes what it opened); once serving, it sets `stopped`."""
+
+    def __init__(self) -> None:
+        self.stopped = asyncio.Event()
+        self.starting: asyncio.Task[Any] | None = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.starting is not None:
+            self.starting.cancel()
+            self.starting = None
+
+    def started(self) -> None:
+        self.starting = None
+
+    async def wait(self) -> None:
+        self.started()
+        await self.stopped.wait()
+
+
 async def wait_for_signal() -> None:
     """Return at the first SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await Stopper().wait()
 
 
 async def serve(settings: Settings, worker: int = 0) -> None:
     """Serve until SIGTERM/SIGINT, then drain: in-flight requests finish and queued rows are
-    written before this returns. Worker 0 prints the one listen line."""
-    server = settings.server
+    written before this returns. Worker 0 prints the one listen line. A signal while starting
+    stops the start cleanly."""
     check_listen(settings)
+    stopper = Stopper()
+    try:
+        await _serve(settings, worker, stopper)
+    except asyncio.CancelledError:
+        if not stopper.stopped.is_set():
+            raise
+        log.info("stopped while starting")
+
+
+async def _serve(settings: Settings, worker: int, stopper: Stopper) -> None:
+    server = settings.server
     logging.getLogger("aiohttp.server").addFilter(MALFORMED_REQUEST_FILTER)
-    sandbox_runner = None
     upstream_label = redact(settings.upstream.url)
-    if settings.is_sandbox:
-        sandbox_runner = await start_site(create_sandbox_app(), "127.0.0.1", 0, access_log=None)
-        url = f"http://127.0.0.1:{bound_port(sandbox_runner)}/v1"
-        settings = settings.model_copy(
-            update={"upstream": settings.upstream.model_copy(update={"url": url})}
-        )
-        upstream_label = f"sandbox ({url})"
-    try:
-        runner = await start_site(
-            create_app(settings),
-            server.host,
-            server.port,
-            reuse_port=server.workers > 1,
-            handler_cancellation=True,
-            shutdown_timeout=server.shutdown_timeout_s,
-            access_log=logging.getLogger("aiohttp.access") if server.access_log else None,
-        )
-    except StoreError as exc:
-        raise ServeError(str(exc)) from exc
-    except OSError as exc:
-        raise ServeError(f"cannot listen on {server.host}:{server.port}: {exc.strerror}") from exc
-    # Everything built so far lives until exit: keep the cyclic GC from re-scanning it
-    # (a full collection otherwise walks every module and model object, a latency spike).
-    gc.freeze()
-    host = f"[{server.host}]" if ":" in server.host else server.host
-    if worker == 0:
-        workers = f" | {server.workers} workers" if server.workers > 1 else ""
-        url = f"http://{host}:{bound_port(runner)}"
-        dashboard = f" | dashboard {url}/" if settings.dashboard.enabled else ""
-        print(
-            f"relaylog {__version__} listening on {url}{dashboard} "
-            f"| store {redact(settings.store.db)} | upstream {upstream_label}{workers}",
-            flush=True,
-        )
-    try:
-        await wait_for_signal()
+    async with contextlib.AsyncExitStack() as running:
+        if settings.is_sandbox:
+            sandbox = await start_site(create_sandbox_app(), "127.0.0.1", 0, access_log=None)
+            running.push_async_callback(sandbox.cleanup)
+            url = f"http://127.0.0.1:{bound_port(sandbox)}/v1"
+            settings = settings.model_copy(
+                update={"upstream": settings.upstream.model_copy(update={"url": url})}
+            )
+            upstream_label = f"sandbox ({url})"
+        try:
+            runner = await start_site(
+                create_app(settings),
+                server.host,
+                server.port,
+                reuse_port=server.workers > 1,
+                handler_cancellation=True,
+                shutdown_timeout=server.shutdown_timeout_s,
+                access_log=logging.getLogger("aiohttp.access") if server.access_log else None,
+            )
+        except StoreError as exc:
+            raise ServeError(str(exc)) from exc
+        except OSError as exc:
+            # asyncio's message repeats the address; the errno's own text is the reason.
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise ServeError(f"cannot listen on {server.host}:{server.port}: {reason}") from exc
+        running.push_async_callback(runner.cleanup)
+        # Everything built so far lives until exit: keep the cyclic GC from re-scanning it
+        # (a full collection otherwise walks every module and model object, a latency spike).
+        gc.freeze()
+        host = f"[{server.host}]" if ":" in server.host else server.host
+        if worker == 0:
+            workers = f" | {server.workers} workers" if server.workers > 1 else ""
+            url = f"http://{host}:{bound_port(runner)}"
+            dashboard = f" | dashboard {url}/" if settings.dashboard.enabled else ""
+            print(
+                f"relaylog {__version__} listening on {url}{dashboard} "
+                f"| store {redact(settings.store.db)} | upstream {upstream_label}{workers}",
+                flush=True,
+            )
+        await stopper.wait()
         log.info("shutting down: finishing in-flight requests and writing queued rows")
-    finally:
-        await runner.cleanup()
-        if sandbox_runner is not None:
-            await sandbox_runner.cleanup()
 
 
 async def migrate(settings: Settings) -> tuple[str, list[str]]:
     """Open the store once to bring its schema up to date; its description and what was applied."""
-    store = open_store(settings.store.db)
     try:
+        store = open_store(settings.store.db)
         applied = await store.open()
     except StoreError as exc:
         raise ServeError(str(exc)) from exc
@@ -190,7 +229,7 @@ def serve_workers(settings: Settings) -> int:
                 run(serve(settings, worker=index))
             except (ServeError, ConfigError) as exc:
                 print(f"relaylog: worker {index}: {exc}", file=sys.stderr)
-                code = 2
+                code = 1
             except BaseException:
                 log.exception("worker %d failed", index)
                 code = 1

@@ -1,9 +1,13 @@
-"""The relaylog command as a user runs it: serve, SIGTERM drain, requests, show, migrate."""
+"""The relaylog command as a user runs it: serve, SIGTERM drain, requests, show, migrate, and
+every way a command can end (no store, a taken port, Ctrl-C, a closed pipe, a missing extra)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -98,6 +102,7 @@ async def test_serve_prints_one_line_and_requests_show_read_the_log(
     served.process.send_signal(signal.SIGINT)
     assert await served.process.wait() == 0
     assert LISTEN.search(served.stdout.read_bytes().splitlines()[0])
+    assert b"Traceback" not in served.stderr.read_bytes()
     db = str(tmp_path / "cli.db")
     table = await run_cli("requests", "--db", db, "--user", "alice")
     header, row = table.splitlines()
@@ -110,8 +115,112 @@ async def test_serve_prints_one_line_and_requests_show_read_the_log(
 
 
 def test_show_unknown_id_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["show", "nope", "--db", str(tmp_path / "x.db")]) == 1
-    assert "no logged request" in capsys.readouterr().err
+    db = str(tmp_path / "x.db")
+    assert main(["migrate", "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["show", "nope", "--db", db]) == 1
+    assert capsys.readouterr().err == f"relaylog: no logged request with id 'nope' in sqlite:{db}\n"
+
+
+STORE_COMMANDS = [
+    ["requests"],
+    ["requests", "--json"],
+    ["show", "some-id"],
+    ["stats", "--json"],
+    ["export", "--format", "csv"],
+    ["dataset", "list"],
+    ["dataset", "add", "best", "some-id"],
+    ["dataset", "create", "best"],
+    ["feedback", "some-id", "up"],
+    ["cache", "stats"],
+    ["prune", "--older-than", "30d"],
+]
+
+
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
+def test_commands_other_than_serve_and_migrate_never_create_a_store(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "typo.db"
+    assert main([*command, "--db", str(db)]) == 1
+    assert capsys.readouterr().err == (
+        f"relaylog: no relaylog store at {db}; pass --db or run relaylog serve first\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("bare_env")
+def test_the_default_store_is_named_when_it_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["stats"]) == 1
+    assert "no relaylog store at ./relaylog.db; pass --db" in capsys.readouterr().err
+    assert not (tmp_path / "relaylog.db").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["requests"], ["requests", "--json"], ["stats"], ["dataset", "list"]], ids=" ".join
+)
+def test_an_empty_answer_names_the_store_it_read(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "empty.db")
+    assert main(["migrate", "--db", db]) == 0
+    capsys.readouterr()
+    assert main([*command, "--db", db]) == 0
+    assert f"in sqlite:{db}" in capsys.readouterr().err
+
+
+def test_export_names_the_store_it_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "empty.db")
+    assert main(["migrate", "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["export", "--db", db]) == 0
+    assert capsys.readouterr().err == f"exported 0 of 0 rows (sqlite:{db})\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (["show", "nope"], 1),
+        (["feedback", "nope", "up"], 1),
+        (["export", "--dataset", "nope"], 1),
+        (["dataset", "add", "nope", "r1"], 1),
+        (["dataset", "delete", "nope"], 1),
+        (["requests", "--score", "accuracy>>9"], 2),
+        (["requests", "--filter", "{"], 2),
+        (["stats", "--by", "weekday"], 2),
+        (["feedback", "not an id", "up"], 2),
+        (["prune"], 2),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else str(v),
+)
+def test_exit_codes_mean_the_same_in_every_command(
+    command: list[str], code: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """0 ok, 1 not found or refused, 2 usage (README, Command line)."""
+    db = str(tmp_path / "codes.db")
+    assert main(["migrate", "--db", db]) == 0
+    assert main([*command, "--db", db]) == code
+    assert capsys.readouterr().err.startswith("relaylog: ")
+
+
+def test_argparse_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["requests", "--no-such-flag"])
+    assert exited.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "command", [["requests"], ["migrate"], ["serve", "--port", "0"]], ids=" ".join
+)
+def test_a_missing_asyncpg_names_the_extra_to_install(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("storage.postgres.asyncpg", None)
+    assert main([*command, "--db", "postgresql://127.0.0.1:5432/test"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'relaylog[postgres]'" in err and "Traceback" not in err
 
 
 def test_migrate_reports_applied_then_nothing(
@@ -128,7 +237,7 @@ def test_migrate_reports_applied_then_nothing(
 def test_non_loopback_bind_without_keys_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["serve", "--host", "0.0.0.0", "--db", str(tmp_path / "x.db")]) == 2
+    assert main(["serve", "--host", "0.0.0.0", "--db", str(tmp_path / "x.db")]) == 1
     assert "refusing to listen on 0.0.0.0" in capsys.readouterr().err
 
 
@@ -162,3 +271,73 @@ async def test_sandbox_command_serves_the_fake_api(tmp_path: Path) -> None:
             assert "gpt-4o-mini" in {m["id"] for m in (await response.json())["data"]}
     process.terminate()
     assert await process.wait() == 0
+
+
+async def relaylog(*args: str, stdout: int = asyncio.subprocess.PIPE) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        *args,
+        stdout=stdout,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_env(),
+    )
+
+
+@pytest.mark.slow
+async def test_serve_on_a_taken_port_says_so_and_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await relaylog(
+            "serve", "--port", str(port), "--upstream", "sandbox", "--db", str(tmp_path / "p.db")
+        )
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1
+    assert err.decode() == f"relaylog: cannot listen on 127.0.0.1:{port}: address already in use\n"
+
+
+def _holds_open(pid: int, path: Path) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    return any(str(path) in os.readlink(fd) for fd in fds.iterdir() if fd.exists())
+
+
+@pytest.mark.slow
+async def test_ctrl_c_while_starting_stops_cleanly(tmp_path: Path) -> None:
+    """SIGINT while serve is still opening its store (held locked by another connection):
+    the start is abandoned, what it opened is closed, no traceback, exit 0."""
+    db = tmp_path / "locked.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        process = await relaylog("serve", "--port", "0", "--upstream", "sandbox", "--db", str(db))
+        async with asyncio.timeout(30):
+            while not _holds_open(process.pid, db):
+                await asyncio.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        holder.close()
+    assert process.returncode == 0, err.decode()
+    assert b"listening" not in out
+    assert "Traceback" not in err.decode() and "stopped while starting" in err.decode()
+
+
+@pytest.mark.slow
+async def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`relaylog requests | head -0`: the reader is gone before the first line."""
+    db = str(tmp_path / "pipe.db")
+    await run_cli("migrate", "--db", db)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        process = await relaylog("requests", "--db", db, stdout=write)
+    finally:
+        os.close(write)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert (process.returncode, err) == (
+        0,
+        b"relaylog: no logged request matches in sqlite:" + db.encode() + b"\n",
+    )

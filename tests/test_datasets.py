@@ -110,16 +110,19 @@ def test_dataset_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "dataset good: 3 rows (+3 -0)" in capsys.readouterr().out
     assert main(["dataset", "remove", "good", "r2", "--db", db]) == 0
     assert "dataset good: 2 rows (+0 -1)" in capsys.readouterr().out
+    # All or nothing: an unknown id leaves the dataset as it was.
     assert main(["dataset", "add", "good", "r6", "missing", "--db", db]) == 1
     captured = capsys.readouterr()
-    assert "3 rows (+1 -0)" in captured.out and "missing" in captured.err
+    assert captured.out == "" and "missing" in captured.err and "not changed" in captured.err
+    assert main(["dataset", "add", "good", "r6", "--db", db]) == 0
+    assert "3 rows (+1 -0)" in capsys.readouterr().out
     assert main(["dataset", "list", "--db", db, "--json"]) == 0
     [listed] = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert (listed["name"], listed["requests_count"]) == ("good", 3)
     assert main(["export", "--db", db, "--dataset", "good"]) == 0
     rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["id"] for r in rows] == ["r1", "r5", "r6"]
-    assert main(["dataset", "create", "good", "--db", db]) == 2
+    assert main(["dataset", "create", "good", "--db", db]) == 1
     assert "exists" in capsys.readouterr().err
     assert main(["dataset", "delete", "good", "--db", db]) == 0
     assert main(["dataset", "list", "--db", db]) == 0

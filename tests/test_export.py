@@ -261,6 +261,12 @@ async def test_export_needs_the_proxy_key(make_proxy: ProxyFactory) -> None:
     assert ok.status == 200 and await ok.read() == b""
 
 
+async def test_an_unknown_dataset_is_a_404_not_an_empty_export(logged: Client) -> None:
+    response = await logged.get("/v1/export", params={"dataset": "typo"})
+    assert response.status == 404
+    assert await response.json() == {"data": None, "error": "no dataset with id or name 'typo'"}
+
+
 def test_progress_bar_draws_on_a_terminal_stream() -> None:
     stream = io.StringIO()
     progress = Progress(stream, total=200)
@@ -289,7 +295,7 @@ def test_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "exported 0 of 4 rows, skipped 4 that are not chat examples" in captured.err
     assert main(["export", "--db", db, "--format", "csv", "--limit", "2"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
-    assert main(["export", "--db", db, "--dataset", "missing"]) == 2
+    assert main(["export", "--db", db, "--dataset", "missing"]) == 1
     assert "no dataset with id or name 'missing'" in capsys.readouterr().err
 
 

@@ -86,7 +86,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET", "/v1/export", export.export, "export",
         "Stream matching rows as JSONL, OpenAI chat fine-tuning lines or CSV.",
-        answer="The rows, streamed.", errors=READ_ERRORS, params=export.PARAMS,
+        answer="The rows, streamed.", errors=(*READ_ERRORS, 404), params=export.PARAMS,
         content={
             "application/x-ndjson": {"schema": {"type": "string"}},
             "text/csv": {"schema": {"type": "string"}},

@@ -16,6 +16,7 @@ from proxy.api.models import MAX_OFFSET
 from proxy.errors import ApiError
 from proxy.state import STORE
 from storage.errors import StoreError
+from storage.query.datasets import require_dataset
 from storage.query.export import FORMATS, ExportCounts, export_chunks
 from storage.query.filters import compile_filter, conjoin
 from storage.query.selection import SHORTHANDS, selection_of, selection_tree
@@ -63,6 +64,9 @@ async def export(request: web.Request) -> web.StreamResponse:
     """Stream the export; a store failure after the first byte breaks the download."""
     tree, fmt, limit = export_request(request.query)
     condition = compile_filter(tree)
+    if "dataset" in request.query:
+        # A misspelt dataset is a 404, not an empty download that looks like an empty dataset.
+        await require_dataset(request.app[STORE], request.query["dataset"])
     content_type, extension = FORMATS[fmt]
     response = web.StreamResponse(
         headers={

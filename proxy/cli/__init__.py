@@ -1,10 +1,11 @@
-"""The `relaylog` command: main() builds the parser from one module per command group and runs
-the handler the chosen command set."""
+"""The `relaylog` command: main() builds the parser from one module per command group, runs the
+handler the chosen command set, and turns every way a command can end into one exit code."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,21 +22,17 @@ from proxy.cli import (
     serve,
 )
 from proxy.cli.store import Handler
-from proxy.errors import ApiError, CliError, ConfigError, ServeError
-from storage.errors import DatasetExists, QueryError, UnknownDataset
+from proxy.errors import ApiError, CliError, CommandFailed, ConfigError, ServeError
+from storage.errors import DatasetExists, QueryError, StoreError, UnknownDataset
 
 # In the order `relaylog --help` lists them.
 COMMAND_GROUPS = (serve, sandbox, requests, migrate, feedback, export, datasets, cache, prune)
-# Errors a command reports as one line on stderr with exit code 2.
-USER_ERRORS = (
-    CliError,
-    ServeError,
-    ConfigError,
-    ApiError,
-    QueryError,
-    UnknownDataset,
-    DatasetExists,
-)
+# Exit codes, the same for every command (README, Command line).
+OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
+# What a command reports as one line on stderr: a usage problem (a flag, a filter, the config)...
+USAGE_ERRORS = (CliError, ConfigError, QueryError, ApiError)
+# ...or a command that ran and failed: nothing by that id or name, refused, no store.
+FAILURES = (CommandFailed, ServeError, StoreError, UnknownDataset, DatasetExists)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +56,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except USER_ERRORS as exc:
+    except USAGE_ERRORS as exc:
         print(f"relaylog: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
+    except FAILURES as exc:
+        print(f"relaylog: {exc}", file=sys.stderr)
+        return FAILED
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`relaylog requests | head`): stop quietly. stdout now points at
+        # /dev/null so the interpreter's last flush of it cannot fail a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return OK

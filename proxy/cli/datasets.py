@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from proxy.cli.filters import add_filter_args, filter_tree
-from proxy.cli.output import print_json_lines, print_table
+from proxy.cli.output import nothing_found, print_json_lines, print_table
 from proxy.cli.store import Subcommands, add_store_args, store_command
+from proxy.errors import CommandFailed
 from storage import Store
 from storage.query.datasets import (
     change_rows,
@@ -59,6 +59,8 @@ def add_commands(sub: Subcommands) -> None:
 
 async def list_command(store: Store, args: argparse.Namespace) -> int:
     datasets = await list_datasets(store)
+    if not datasets:
+        nothing_found("no datasets", store.description)
     if args.json:
         print_json_lines(datasets)
         return 0
@@ -74,25 +76,34 @@ def _condition(args: argparse.Namespace) -> Condition | None:
     return None if tree == "all" else compile_filter(tree)
 
 
+async def _require_ids(store: Store, ids: list[str], name: str) -> None:
+    """All or nothing: one unknown id and the dataset is left as it was."""
+    unknown = await unknown_ids(store, ids)
+    if unknown:
+        raise CommandFailed(
+            f"no logged request with id {', '.join(unknown)}; dataset {name} was not changed"
+        )
+
+
 async def create_command(store: Store, args: argparse.Namespace) -> int:
     condition = _condition(args)
-    unknown = await unknown_ids(store, args.id)
+    await _require_ids(store, args.id, args.name)
     result = await create_dataset(store, args.name, args.description, args.id, condition)
-    return _report(args.name, result, unknown)
+    return _report(args.name, result)
 
 
 async def add_command(store: Store, args: argparse.Namespace) -> int:
     condition = _condition(args)
-    unknown = await unknown_ids(store, args.ids)
     dataset = await require_dataset(store, args.name)
+    await _require_ids(store, args.ids, args.name)
     result = await change_rows(store, dataset["id"], args.ids, [], condition)
-    return _report(args.name, result, unknown)
+    return _report(args.name, result)
 
 
 async def remove_command(store: Store, args: argparse.Namespace) -> int:
     dataset = await require_dataset(store, args.name)
     result = await change_rows(store, dataset["id"], [], args.ids, None)
-    return _report(args.name, result, [])
+    return _report(args.name, result)
 
 
 async def delete_command(store: Store, args: argparse.Namespace) -> int:
@@ -102,9 +113,6 @@ async def delete_command(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(name: str, result: dict[str, Any], unknown: list[str]) -> int:
+def _report(name: str, result: dict[str, Any]) -> int:
     print(f"dataset {name}: {result['rows']:,} rows (+{result['added']:,} -{result['removed']:,})")
-    if unknown:
-        print(f"relaylog: no logged request with id {', '.join(unknown)}", file=sys.stderr)
-        return 1
     return 0

@@ -68,5 +68,8 @@ async def export_rows(store: Store, args: argparse.Namespace) -> int:
     if progress is not None:
         progress.update(counts.rows, final=True)
     skipped = f", skipped {counts.skipped:,} that are not chat examples" if counts.skipped else ""
-    print(f"exported {counts.written:,} of {counts.rows:,} rows{skipped}", file=sys.stderr)
+    print(
+        f"exported {counts.written:,} of {counts.rows:,} rows{skipped} ({store.description})",
+        file=sys.stderr,
+    )
     return 0

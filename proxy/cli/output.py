@@ -28,6 +28,12 @@ def print_json_lines(items: Iterable[Any]) -> None:
         sys.stdout.write(orjson.dumps(item).decode() + "\n")
 
 
+def nothing_found(what: str, store: str) -> None:
+    """Say on stderr which store an empty answer came from, so a wrong --db is not mistaken
+    for an empty log."""
+    print(f"relaylog: {what} in {store}", file=sys.stderr)
+
+
 def cell(value: Any) -> str:
     """A table cell: '-' for nothing, one decimal for floats."""
     if value is None:

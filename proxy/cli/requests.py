@@ -9,7 +9,15 @@ from typing import Any
 import orjson
 
 from proxy.cli.filters import add_filter_args, condition_from
-from proxy.cli.output import cell, money, ms, percent, print_json_lines, print_table
+from proxy.cli.output import (
+    cell,
+    money,
+    ms,
+    nothing_found,
+    percent,
+    print_json_lines,
+    print_table,
+)
 from proxy.cli.store import Subcommands, add_store_args, store_command
 from storage import Store
 from storage.query.pages import newest_rows
@@ -57,6 +65,8 @@ def add_commands(sub: Subcommands) -> None:
 
 async def list_requests(store: Store, args: argparse.Namespace) -> int:
     rows = await newest_rows(store, condition_from(args), LIST_COLUMNS, args.limit)
+    if not rows:
+        nothing_found("no logged request matches", store.description)
     if args.json:
         print_json_lines(rows)
         return 0
@@ -67,7 +77,7 @@ async def list_requests(store: Store, args: argparse.Namespace) -> int:
 async def show_request(store: Store, args: argparse.Namespace) -> int:
     row = await store.get_request(args.id)
     if row is None:
-        print(f"relaylog: no logged request with id {args.id!r}", file=sys.stderr)
+        nothing_found(f"no logged request with id {args.id!r}", store.description)
         return 1
     sys.stdout.write(orjson.dumps(row, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
@@ -76,6 +86,8 @@ async def show_request(store: Store, args: argparse.Namespace) -> int:
 async def show_stats(store: Store, args: argparse.Namespace) -> int:
     check_dimensions(args.by)
     stats = await request_stats(store, condition_from(args), args.by)
+    if not stats["requests"]:
+        nothing_found("no logged request matches", store.description)
     if args.json:
         print_json_lines([stats])
         return 0

@@ -1,17 +1,19 @@
 """What every store command shares: the --config/--db flags, the settings they give, and running
-a command against the opened store."""
+a command against a store that exists (only `serve` and `migrate` create one)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeAlias
 
 from proxy.config import Settings, load_settings
-from proxy.errors import CliError
+from proxy.errors import CommandFailed
 from proxy.server import run
 from storage import Store, open_store
 from storage.errors import StoreError
+from storage.sqlite import SQLiteStore
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """What `ArgumentParser.add_subparsers()` returns; each command module adds its parsers to it."""
@@ -22,7 +24,7 @@ StoreWork = Callable[[Store, argparse.Namespace], Awaitable[int]]
 
 def add_store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML settings file (default: ./relaylog.toml if present)")
-    parser.add_argument("--db", help="SQLite path (default ./relaylog.db)")
+    parser.add_argument("--db", help="SQLite path or postgresql:// URL (default ./relaylog.db)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -34,8 +36,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), flags)
 
 
+def require_store(store: Store) -> None:
+    """A SQLite path that names no file is a mistake, not a store to create: say which path."""
+    if not isinstance(store, SQLiteStore) or store.path == ":memory:" or Path(store.path).exists():
+        return
+    raise CommandFailed(f"no relaylog store at {store.path}; pass --db or run relaylog serve first")
+
+
 def store_command(work: StoreWork) -> Handler:
-    """A handler that opens the store the flags name, runs `work` on it, then closes it."""
+    """A handler that opens the existing store the flags name, runs `work` on it, then closes it."""
 
     def handler(args: argparse.Namespace) -> int:
         return run(_on_store(settings_from(args), work, args))
@@ -44,11 +53,19 @@ def store_command(work: StoreWork) -> Handler:
 
 
 async def _on_store(settings: Settings, work: StoreWork, args: argparse.Namespace) -> int:
-    store = open_store(settings.store.db)
+    try:
+        store = open_store(settings.store.db)
+    except StoreError as exc:
+        raise CommandFailed(str(exc)) from exc
+    require_store(store)
     try:
         await store.open()
     except StoreError as exc:
-        raise CliError(str(exc)) from exc
+        await store.close()
+        raise CommandFailed(str(exc)) from exc
+    except BaseException:
+        await store.close()
+        raise
     try:
         return await work(store, args)
     finally:
