@@ -15,12 +15,15 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_request import BaseRequest
 
 from proxy import __version__
 from proxy.app import create_app
 from proxy.config import Settings
 from proxy.errors import ConfigError, ServeError
+from proxy.gateway.headers import redact_query
 from proxy.sandbox import create_sandbox_app
 from storage import open_store
 from storage.errors import StoreError
@@ -46,6 +49,29 @@ class MalformedRequestFilter(logging.Filter):
 
 
 MALFORMED_REQUEST_FILTER = MalformedRequestFilter()
+
+
+class AccessLog(AbstractAccessLogger):
+    """`server.access_log`: one line per request in Apache's combined shape, with the values of
+    credential query parameters redacted (`?api-key=`, `?key=`, `access_token`...) and no
+    Referer (a page's URL may carry a token)."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        query = redact_query(request.rel_url.raw_query_string)
+        target = request.rel_url.raw_path + (f"?{query}" if query else "")
+        version = request.version
+        self.logger.info(
+            '%s "%s %s HTTP/%d.%d" %d %d %.3fs "%s"',
+            request.remote or "-",
+            request.method,
+            target,
+            version.major,
+            version.minor,
+            response.status,
+            response.body_length,
+            time,
+            request.headers.get("User-Agent", "-"),
+        )
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -172,6 +198,7 @@ async def _serve(settings: Settings, worker: int, stopper: Stopper) -> None:
                 handler_cancellation=True,
                 shutdown_timeout=server.shutdown_timeout_s,
                 access_log=logging.getLogger("aiohttp.access") if server.access_log else None,
+                access_log_class=AccessLog,
             )
         except StoreError as exc:
             raise ServeError(str(exc)) from exc

@@ -4,19 +4,20 @@ every way a command can end (no store, a taken port, Ctrl-C, a closed pipe, a mi
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
 
-from proxy.cli import main
+from proxy.cli import configure_logging, main
 from tests.helpers import LISTEN, Served, clean_env, scrape, start_serve
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "from the cli test"}]}
@@ -231,6 +232,32 @@ def test_migrate_reports_applied_then_nothing(
     assert "applied: 001_initial" in capsys.readouterr().out
     assert main(["migrate", "--db", db]) == 0
     assert "none pending" in capsys.readouterr().out
+
+
+@pytest.fixture
+def restore_log_levels() -> Iterator[None]:
+    loggers = [logging.getLogger(), logging.getLogger("relaylog")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_log_levels")
+@pytest.mark.parametrize(
+    ("flags", "relaylog_debug", "drivers_debug"),
+    [((False, False), False, False), ((True, False), True, False), ((False, True), True, True)],
+    ids=["default", "-v", "--log-bodies"],
+)
+def test_bodies_reach_stderr_only_with_log_bodies(
+    flags: tuple[bool, bool], relaylog_debug: bool, drivers_debug: bool
+) -> None:
+    """aiosqlite logs every statement with its parameters (the bodies) at DEBUG."""
+    configure_logging(*flags)
+    assert logging.getLogger("relaylog.recorder").isEnabledFor(logging.DEBUG) is relaylog_debug
+    for driver in ("aiosqlite", "asyncpg", "aiohttp.client"):
+        assert logging.getLogger(driver).isEnabledFor(logging.DEBUG) is drivers_debug
+    assert logging.getLogger("aiosqlite").isEnabledFor(logging.INFO)
 
 
 @pytest.mark.usefixtures("bare_env")

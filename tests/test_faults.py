@@ -385,13 +385,13 @@ async def test_non_utf8_in_other_headers_is_forwarded_and_logged(
     status, answer = await raw_exchange(
         port,
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:%d\r\n" % port
-        + b"Connection: close\r\nHelicone-Request-Id: latin-1\r\nX-Team: Caf\xe9\r\n"
+        + b"Connection: close\r\nHelicone-Request-Id: latin-1\r\nUser-Agent: Caf\xe9\r\n"
         + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
         + body,
     )
     assert status == 200, answer[:300]
     row = await stored(proxy.app, "latin-1")
-    assert row["request_headers"]["x-team"].startswith("Caf")
+    assert row["request_headers"]["user-agent"].startswith("Caf")
 
 
 @pytest.mark.parametrize(

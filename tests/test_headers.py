@@ -11,12 +11,14 @@ from multidict import CIMultiDict
 from proxy.errors import HeaderError
 from proxy.gateway.headers import (
     MAX_PROPERTY_BYTES,
+    REDACTED,
     TRUNCATED,
     client_response_headers,
     is_valid_request_id,
     loggable_headers,
     new_request_id,
     parse_helicone,
+    redact_query,
     scan_headers,
     truncate_utf8,
     upstream_request_headers,
@@ -171,6 +173,71 @@ def test_loggable_headers_never_contain_credentials() -> None:
     assert out == {"user-agent": "OpenAI/Python"}
 
 
+def test_stored_headers_are_an_allowlist_other_values_are_redacted() -> None:
+    """A gateway's key can ride in any header: only known headers keep their value."""
+    sent = {
+        "Ocp-Apim-Subscription-Key": "azure-apim",
+        "X-Auth-Token": "tok",
+        "cf-aig-authorization": "Bearer cf",
+        "x-portkey-api-key": "pk",
+        "x-amz-security-token": "amz",
+        "Helicone-Posthog-Key": "phc",
+        "Referer": "https://app.example/?token=t",
+        "User-Agent": "OpenAI/Python 1.50.0",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "OpenAI-Organization": "org-1",
+        "OpenAI-Project": "proj-1",
+        "X-Stainless-Lang": "python",
+        "X-Stainless-Retry-Count": "0",
+        "Helicone-Session-Id": "s-1",
+        "Helicone-Property-App": "chat",
+        "Helicone-Cache-Enabled": "true",
+        "Authorization": "Bearer sk",
+    }
+    stored = loggable_headers(CIMultiDict(sent))
+    redacted = {
+        "ocp-apim-subscription-key",
+        "x-auth-token",
+        "cf-aig-authorization",
+        "x-portkey-api-key",
+        "x-amz-security-token",
+        "helicone-posthog-key",
+        "referer",
+    }
+    assert {name for name, value in stored.items() if value == REDACTED} == redacted
+    kept = {k.lower(): v for k, v in sent.items() if k.lower() not in redacted}
+    del kept["authorization"]
+    assert {name: value for name, value in stored.items() if value != REDACTED} == kept
+
+
+@pytest.mark.parametrize(
+    ("query", "stored"),
+    [
+        ("", ""),
+        ("api-version=2024-06-01", "api-version=2024-06-01"),
+        ("api-version=1&api-key=sk", f"api-version=1&api-key={REDACTED}"),
+        ("key=AIza&alt=sse", f"key={REDACTED}&alt=sse"),
+        (
+            "access_token=a&Token=b&sig=c",
+            f"access_token={REDACTED}&Token={REDACTED}&sig={REDACTED}",
+        ),
+        (
+            "signature=s&password=p&client_secret=c",
+            "&".join(f"{n}={REDACTED}" for n in ("signature", "password", "client_secret")),
+        ),
+        (
+            "X-Amz-Security-Token=t&x-goog-signature=g",
+            f"X-Amz-Security-Token={REDACTED}&x-goog-signature={REDACTED}",
+        ),
+        ("api%2Dkey=sk&q=a%20b", f"api%2Dkey={REDACTED}&q=a%20b"),
+        ("token&keys=1&monkey=2", "token&keys=1&monkey=2"),
+    ],
+)
+def test_credential_query_parameters_are_redacted(query: str, stored: str) -> None:
+    assert redact_query(query) == stored
+
+
 def test_helicone_header_that_is_not_utf8_is_repaired_or_refused_when_strict() -> None:
     raw = b"caf\xe9".decode("utf-8", "surrogateescape")
     parsed = parse_helicone(headers(Helicone_Property_Name=raw, Helicone_User_Id=raw))
@@ -218,7 +285,7 @@ def test_one_scan_matches_each_header_policy() -> None:
         "connection": "keep-alive",
         "helicone-user-id": "second",
         "helicone-property-env": "prod",
-        "x-trace": "t1",
+        "x-trace": REDACTED,
     }
     assert scanned.upstream == {
         "Authorization": "Bearer sk-client",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -337,7 +338,30 @@ HASHED_PROXY_KEY = "pk-hashed-NEVER-LOG-3"
 FEEDBACK_KEY = "fk-feedback-NEVER-LOG-4"
 CLIENT_KEY = "sk-client-NEVER-LOG-5"
 WRONG_KEY = "pk-wrong-NEVER-LOG-6"
-SECRETS = [UPSTREAM_KEY, PROXY_KEY, HASHED_PROXY_KEY, FEEDBACK_KEY, CLIENT_KEY, WRONG_KEY]
+GATEWAY_KEY = "gk-gateway-NEVER-LOG-8"
+SECRETS = [
+    UPSTREAM_KEY,
+    PROXY_KEY,
+    HASHED_PROXY_KEY,
+    FEEDBACK_KEY,
+    CLIENT_KEY,
+    WRONG_KEY,
+    GATEWAY_KEY,
+]
+# Credentials outside the fixed denylist: in the query string and in gateway headers.
+GATEWAY_QUERY = f"api-version=1&api-key={GATEWAY_KEY}&key={GATEWAY_KEY}&access_token={GATEWAY_KEY}"
+GATEWAY_HEADERS = {
+    name: GATEWAY_KEY
+    for name in (
+        "Ocp-Apim-Subscription-Key",
+        "X-Auth-Token",
+        "cf-aig-authorization",
+        "x-portkey-api-key",
+        "x-amz-security-token",
+    )
+}
+# A prompt that is logged in the store but must never reach the process output.
+PROMPT = "prompt-text-NEVER-ON-STDERR-9"
 
 
 def db_files(db: Path) -> dict[str, bytes]:
@@ -368,6 +392,12 @@ async def drive_traffic(served: Served, answers: list[bytes]) -> None:
         ) as r:
             assert await keep(r) == 200
         async with session.post(
+            f"{url}/v1/chat/completions?{GATEWAY_QUERY}",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]},
+            headers={**proxy_auth, **GATEWAY_HEADERS, "Helicone-Request-Id": "sec-gateway"},
+        ) as r:
+            assert await keep(r) == 200
+        async with session.post(
             f"{url}/v1/chat/completions",
             json={**CHAT, "stream": True},
             headers={
@@ -394,7 +424,7 @@ async def drive_traffic(served: Served, answers: list[bytes]) -> None:
         ) as r:
             assert await keep(r) == 400
         async with asyncio.timeout(10):
-            while (await scrape(session, url))["relaylog_log_rows_written_total"] < 5:
+            while (await scrape(session, url))["relaylog_log_rows_written_total"] < 6:
                 await asyncio.sleep(0.1)
         for key, status in [(FEEDBACK_KEY, 200), (PROXY_KEY, 200), (WRONG_KEY, 401)]:
             async with session.post(
@@ -431,13 +461,22 @@ async def test_no_key_in_database_wal_logs_or_answers(tmp_path: Path) -> None:
         assert await served.stop() == 0
     for name, data in {**running, **db_files(db)}.items():
         assert_no_secret(name, data, SECRETS)
-    assert_no_secret("process logs", served.logs(), SECRETS)
-    assert b"POST /v1/chat/completions" in served.logs(), "the access log was on"
+    assert_no_secret("process logs", served.logs(), [*SECRETS, PROMPT])
+    assert b"POST /v1/chat/completions?api-version=1&api-key=[redacted]" in served.logs()
+    assert PROMPT.encode() in db_files(db)[db.name], "the prompt is logged in the store"
     assert b"malformed request (LineTooLong, 400)" in served.logs()
     # aiohttp echoes the start of an over-long header line to the client that sent it.
     assert_no_secret("API answers", b"".join(answers), [s for s in SECRETS if s != CLIENT_KEY])
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 5
+        assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 6
+        query, headers = conn.execute(
+            "SELECT query, request_headers FROM requests WHERE id = 'sec-gateway'"
+        ).fetchone()
+    assert query == "api-version=1&api-key=[redacted]&key=[redacted]&access_token=[redacted]"
+    stored = orjson.loads(headers)
+    assert {n.lower(): stored.get(n.lower()) for n in GATEWAY_HEADERS} == {
+        n.lower(): "[redacted]" for n in GATEWAY_HEADERS
+    }
 
 
 def test_upstream_url_with_credentials_is_refused_without_echoing_them(

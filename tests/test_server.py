@@ -1,17 +1,21 @@
-"""proxy/server.py as an operator runs it: `serve --workers` supervision and its signals."""
+"""proxy/server.py as an operator runs it: `serve --workers` supervision and its signals, the
+access log."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import sqlite3
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from proxy.config import Settings
 from proxy.errors import ServeError
-from proxy.server import serve_workers
+from proxy.server import AccessLog, serve_workers
 from tests.helpers import start_serve
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "from a worker"}]}
@@ -57,3 +61,28 @@ def test_workers_need_a_fixed_port() -> None:
     settings = Settings.model_validate({"server": {"workers": 2, "port": 0}})
     with pytest.raises(ServeError, match="fixed --port"):
         serve_workers(settings)
+
+
+async def test_the_access_log_redacts_credential_query_values(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/v1/models", ok)
+    server = TestServer(app)
+    await server.start_server(
+        access_log=logging.getLogger("aiohttp.access"), access_log_class=AccessLog
+    )
+    async with TestClient(server) as client:
+        with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+            response = await client.get(
+                "/v1/models?api-version=1&api-key=sk-q&key=AIza&sig=s",
+                headers={"User-Agent": "sdk/1", "Referer": "https://x/?token=t"},
+            )
+            assert response.status == 200
+    [line] = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert '"GET /v1/models?api-version=1&api-key=[redacted]&key=[redacted]&sig=[redacted] ' in line
+    assert " 200 " in line and line.endswith('"sdk/1"')
+    assert "sk-q" not in line and "AIza" not in line and "token=t" not in line

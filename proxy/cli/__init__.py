@@ -40,19 +40,33 @@ def build_parser() -> argparse.ArgumentParser:
         prog="relaylog", description="Self-hosted OpenAI-compatible logging proxy."
     )
     parser.add_argument("--version", action="version", version=f"relaylog {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="relaylog's debug logging")
+    parser.add_argument(
+        "--log-bodies",
+        action="store_true",
+        help="debug logging of every library too, the database drivers' statements with their "
+        "parameters included: prompts, answers and headers reach stderr (implies -v)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.add_commands(sub)
     return parser
 
 
+def configure_logging(verbose: bool, log_bodies: bool) -> None:
+    """INFO on stderr; `-v` turns relaylog's own loggers to DEBUG. Libraries stay at INFO unless
+    `--log-bodies`: aiosqlite logs each statement with its parameters at DEBUG, which holds every
+    logged body and header, so they never reach stderr without that separate flag."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.DEBUG if log_bodies else logging.INFO)
+    logging.getLogger("relaylog").setLevel(
+        logging.DEBUG if verbose or log_bodies else logging.NOTSET
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.verbose, args.log_bodies)
     handler: Handler = args.handler
     try:
         return handler(args)

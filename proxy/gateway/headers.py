@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import unquote_plus
 
 from proxy.errors import HeaderError
 
@@ -37,6 +38,92 @@ CREDENTIAL_HEADERS = frozenset(
         "proxy-authorization",
     }
 )
+# Request headers stored with their value (an allowlist): what says which client, SDK and
+# account sent a call and how, and the Helicone headers relaylog acts on. Any other header is
+# stored by name with its value replaced by REDACTED (a gateway's key may ride in any header:
+# Ocp-Apim-Subscription-Key, X-Auth-Token, cf-aig-authorization, x-portkey-api-key...);
+# CREDENTIAL_HEADERS are not stored at all.
+STORED_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "cache-control",
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "host",
+        "idempotency-key",
+        "openai-beta",
+        "openai-organization",
+        "openai-project",
+        "openai-version",
+        "origin",
+        "traceparent",
+        "tracestate",
+        "user-agent",
+        "x-client-request-id",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+        "x-request-id",
+        "helicone-cache-bucket-max-size",
+        "helicone-cache-enabled",
+        "helicone-cache-ignore-keys",
+        "helicone-cache-seed",
+        "helicone-fallbacks",
+        "helicone-omit-request",
+        "helicone-omit-response",
+        "helicone-ratelimit-policy",
+        "helicone-request-id",
+        "helicone-retry-enabled",
+        "helicone-retry-factor",
+        "helicone-retry-max-timeout",
+        "helicone-retry-min-timeout",
+        "helicone-retry-num",
+        "helicone-session-id",
+        "helicone-session-name",
+        "helicone-session-path",
+        "helicone-stream-usage",
+        "helicone-target-url",
+        "helicone-user-id",
+    }
+)
+# Header families stored with their value: the OpenAI SDKs' x-stainless-* (language, package
+# version, OS, retry count...), custom properties, and the browser's fetch metadata.
+STORED_PREFIXES = ("x-stainless-", "helicone-property-", "sec-fetch-")
+REDACTED = "[redacted]"
+# Query parameter names that carry a credential (Azure's api-key, Google's key, OAuth tokens,
+# signed URLs' sig/signature), compared lowercased with '-' as '_'; names ending in one of
+# CREDENTIAL_SUFFIXES count too. Their values are REDACTED in the stored query and access log.
+CREDENTIAL_PARAMS = frozenset(
+    {
+        "access_token",
+        "api_key",
+        "apikey",
+        "auth",
+        "authorization",
+        "client_secret",
+        "code",
+        "credential",
+        "id_token",
+        "key",
+        "passwd",
+        "password",
+        "pwd",
+        "refresh_token",
+        "secret",
+        "session",
+        "sig",
+        "signature",
+        "subscription_key",
+        "token",
+        "x_amz_credential",
+    }
+)
+CREDENTIAL_SUFFIXES = ("_key", "_token", "_secret", "_signature", "_password", "_sig")
 # Headers the proxy recomputes itself when forwarding a request upstream. The body has been
 # read whole (no 100-continue to wait for) and decoded (aiohttp undoes Content-Encoding).
 RECOMPUTED_REQUEST = frozenset(
@@ -90,7 +177,8 @@ class RequestHeaders:
 def scan_headers(headers: Mapping[str, str]) -> RequestHeaders:
     """Sort every request header once: each name is lowercased and classified a single time.
 
-    Logged: credentials removed, names lowercased. Upstream: hop-by-hop, recomputed,
+    Logged: names lowercased; credentials removed; values kept for STORED_HEADERS and
+    STORED_PREFIXES, REDACTED for any other header. Upstream: hop-by-hop, recomputed,
     `Helicone-*` headers and those named in `Connection:` removed.
     """
     out = RequestHeaders()
@@ -98,8 +186,10 @@ def scan_headers(headers: Mapping[str, str]) -> RequestHeaders:
     connection: list[str] = []
     for name, value in headers.items():
         lowered = name.lower()
-        if lowered not in CREDENTIAL_HEADERS:
+        if lowered in STORED_HEADERS or lowered.startswith(STORED_PREFIXES):
             logged[lowered] = value
+        elif lowered not in CREDENTIAL_HEADERS:
+            logged[lowered] = REDACTED
         if lowered.startswith("helicone-"):
             if lowered.startswith(PROPERTY_PREFIX):
                 out.properties.append((name, value))
@@ -327,5 +417,27 @@ def client_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def loggable_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Request headers as stored: credentials removed, names lowercased."""
+    """Request headers as stored: credentials removed, other values outside the allowlist
+    REDACTED, names lowercased."""
     return scan_headers(headers).logged
+
+
+def is_credential_param(name: str) -> bool:
+    """A query parameter name that carries a credential (api-key, access_token, sig...)."""
+    key = name.lower().replace("-", "_")
+    return key in CREDENTIAL_PARAMS or key.endswith(CREDENTIAL_SUFFIXES)
+
+
+def redact_query(raw: str) -> str:
+    """A raw query string with the values of credential parameters replaced by REDACTED;
+    everything else is kept byte for byte."""
+    if not raw:
+        return raw
+    parts = raw.split("&")
+    changed = False
+    for n, part in enumerate(parts):
+        name, sep, _ = part.partition("=")
+        if sep and is_credential_param(unquote_plus(name)):
+            parts[n] = f"{name}={REDACTED}"
+            changed = True
+    return "&".join(parts) if changed else raw
