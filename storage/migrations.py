@@ -230,6 +230,140 @@ def m005_model_is_requested(d: Dialect) -> list[str]:
     ]
 
 
+@migration
+def m006_previews(d: Dialect) -> list[str]:
+    """The first words of each prompt and answer, so a list never reads the bodies."""
+    return [
+        "ALTER TABLE requests ADD COLUMN prompt_preview TEXT",
+        "ALTER TABLE requests ADD COLUMN answer_preview TEXT",
+    ]
+
+
+def bucket_sql(column: str) -> str:
+    """LATENCY_BUCKET_SQL over another column (ttft_ms): the same buckets and bounds."""
+    return LATENCY_BUCKET_SQL.replace("latency_ms", column)
+
+
+# A row's model as a key column: '' for none, '=' and the name otherwise (NULL cannot be a
+# primary key part, and '' must stay apart from no model). storage.rollups.model_key mirrors it.
+MODEL_KEY_SQL = "CASE WHEN model IS NULL THEN '' ELSE '=' || model END"
+ROLLUP_KEY = "hour TEXT NOT NULL, model_key TEXT NOT NULL, model TEXT, outcome TEXT NOT NULL"
+HISTOGRAM = "metric TEXT NOT NULL, bucket INTEGER NOT NULL, count {bigint} NOT NULL, total {real}"
+
+
+def _histogram_backfill(table: str, period: str, metric: str, column: str) -> str:
+    return (
+        f"INSERT INTO {table} (period, model_key, model, outcome, metric, bucket, count, total) "
+        f"SELECT {period}, {MODEL_KEY_SQL}, model, outcome, '{metric}', {bucket_sql(column)}, "
+        f"COUNT(*), SUM({column}) FROM requests WHERE {column} IS NOT NULL "
+        f"GROUP BY {period}, model, outcome, {bucket_sql(column)}"
+    )
+
+
+@migration
+def m007_rollups(d: Dialect) -> list[str]:
+    """Aggregates the writer keeps per hour x model x outcome, per user and per session.
+
+    Filled here from the rows already logged; storage.rollups keeps them in step with every
+    write, feedback and score from then on (deletes by retention leave them as they are).
+    """
+    histogram = HISTOGRAM.format(bigint=d.bigint, real=d.real)
+    statements = [
+        f"""CREATE TABLE rollup_hours (
+            {ROLLUP_KEY},
+            requests {d.bigint} NOT NULL,
+            latency_count {d.bigint} NOT NULL,
+            latency_sum {d.real},
+            ttft_count {d.bigint} NOT NULL,
+            ttft_sum {d.real},
+            prompt_tokens {d.bigint},
+            completion_tokens {d.bigint},
+            total_tokens {d.bigint},
+            cost_usd {d.real},
+            cache_hits {d.bigint} NOT NULL,
+            rated {d.bigint} NOT NULL,
+            positive {d.bigint} NOT NULL,
+            PRIMARY KEY (hour, model_key, outcome)
+        )""",
+        f"""CREATE TABLE rollup_hour_histogram (
+            period TEXT NOT NULL, model_key TEXT NOT NULL, model TEXT, outcome TEXT NOT NULL,
+            {histogram},
+            PRIMARY KEY (period, model_key, outcome, metric, bucket)
+        )""",
+        f"""CREATE TABLE rollup_day_histogram (
+            period TEXT NOT NULL, model_key TEXT NOT NULL, model TEXT, outcome TEXT NOT NULL,
+            {histogram},
+            PRIMARY KEY (period, model_key, outcome, metric, bucket)
+        )""",
+        f"""CREATE TABLE rollup_scores (
+            {ROLLUP_KEY},
+            name TEXT NOT NULL,
+            count {d.bigint} NOT NULL,
+            total {d.real},
+            low {d.real},
+            high {d.real},
+            PRIMARY KEY (hour, model_key, outcome, name)
+        )""",
+        f"""CREATE TABLE rollup_users (
+            user_id TEXT PRIMARY KEY,
+            requests {d.bigint} NOT NULL,
+            prompt_tokens {d.bigint},
+            completion_tokens {d.bigint},
+            total_tokens {d.bigint},
+            cost_usd {d.real},
+            first_at TEXT,
+            last_at TEXT,
+            rated {d.bigint} NOT NULL,
+            positive {d.bigint} NOT NULL
+        )""",
+        f"""CREATE TABLE rollup_sessions (
+            session_id TEXT PRIMARY KEY,
+            name TEXT,
+            first_at TEXT,
+            last_at TEXT,
+            requests {d.bigint} NOT NULL,
+            prompt_tokens {d.bigint},
+            completion_tokens {d.bigint},
+            total_tokens {d.bigint},
+            cost_usd {d.real}
+        )""",
+        "CREATE INDEX rollup_sessions_last ON rollup_sessions (last_at, session_id)",
+        "INSERT INTO rollup_hours (hour, model_key, model, outcome, requests, latency_count, "
+        "latency_sum, ttft_count, ttft_sum, prompt_tokens, completion_tokens, total_tokens, "
+        "cost_usd, cache_hits, rated, positive) "
+        f"SELECT substr(r.created_at, 1, 13), {MODEL_KEY_SQL}, model, outcome, COUNT(*), "
+        "COUNT(latency_ms), SUM(latency_ms), COUNT(ttft_ms), SUM(ttft_ms), SUM(prompt_tokens), "
+        "SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), "
+        "SUM(CASE WHEN cache_hit = 1 THEN 1 ELSE 0 END), COUNT(f.rating), "
+        "COALESCE(SUM(f.rating), 0) FROM requests r LEFT JOIN feedback f ON f.request_id = r.id "
+        "GROUP BY substr(r.created_at, 1, 13), model, outcome",
+        "INSERT INTO rollup_scores (hour, model_key, model, outcome, name, count, total, low, "
+        f"high) SELECT substr(r.created_at, 1, 13), {MODEL_KEY_SQL}, model, outcome, s.name, "
+        "COUNT(*), SUM(s.value), MIN(s.value), MAX(s.value) "
+        "FROM scores s JOIN requests r ON r.id = s.request_id "
+        "GROUP BY substr(r.created_at, 1, 13), model, outcome, s.name",
+        "INSERT INTO rollup_users (user_id, requests, prompt_tokens, completion_tokens, "
+        "total_tokens, cost_usd, first_at, last_at, rated, positive) "
+        "SELECT user_id, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), "
+        "SUM(total_tokens), SUM(cost_usd), MIN(r.created_at), MAX(r.created_at), "
+        "COUNT(f.rating), COALESCE(SUM(f.rating), 0) "
+        "FROM requests r LEFT JOIN feedback f ON f.request_id = r.id "
+        "WHERE user_id IS NOT NULL GROUP BY user_id",
+        "INSERT INTO rollup_sessions (session_id, name, first_at, last_at, requests, "
+        "prompt_tokens, completion_tokens, total_tokens, cost_usd) "
+        "SELECT session_id, MAX(session_name), MIN(created_at), MAX(created_at), COUNT(*), "
+        "SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd) "
+        "FROM requests WHERE session_id IS NOT NULL GROUP BY session_id",
+    ]
+    for table, period in (
+        ("rollup_hour_histogram", "substr(created_at, 1, 13)"),
+        ("rollup_day_histogram", "substr(created_at, 1, 10)"),
+    ):
+        for metric, column in (("latency", "latency_ms"), ("ttft", "ttft_ms")):
+            statements.append(_histogram_backfill(table, period, metric, column))
+    return statements
+
+
 # Every migration in order, as (name, function).
 MIGRATIONS: tuple[tuple[str, Migration], ...] = tuple(_registered)
 

@@ -100,6 +100,9 @@ class Row:
     upstream_target: str | None = None
     # A JSON list of what was wrong with the call's logging headers, or NULL.
     warnings: str | None = None
+    # The first words of the prompt and of the answer (proxy.gateway.previews), for lists.
+    prompt_preview: str | None = None
+    answer_preview: str | None = None
 
 
 # Column order used by every INSERT; `properties` is stored as JSON text here and also

@@ -22,6 +22,8 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # One lock id for every relaylog replica migrating the same database.
 MIGRATION_LOCK = zlib.crc32(b"relaylog-migrations")
+# Held by each transaction that changes rollups (writes, feedback, scores) until it commits.
+ROLLUP_LOCK = zlib.crc32(b"relaylog-rollups")
 _PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\?")
 
 
@@ -124,6 +126,14 @@ class PostgresStore(SqlStore):
 
     async def migration_lock(self, tx: Tx) -> None:
         await tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+
+    async def rollup_lock(self, tx: Tx) -> None:
+        """Replicas change rollups one transaction at a time, so none reads a stale row.
+
+        A write and a rating of the same request on two replicas would otherwise each miss the
+        other's uncommitted part (READ COMMITTED), and the rating would never be rolled up.
+        """
+        await tx.execute("SELECT pg_advisory_xact_lock(?)", (ROLLUP_LOCK,))
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         try:

@@ -19,6 +19,7 @@ from storage.migrations import MIGRATIONS, MIGRATIONS_TABLE, Dialect
 from storage.models import ROW_COLUMNS, UNCHANGED, Row, Unchanged, utc_iso
 from storage.query.rows import SELECT_RECORD, present
 from storage.ratelimit import RateLimitStore
+from storage.rollups import SELECT_COLUMNS, Deltas
 
 # SQLite's default limit on `?` parameters in one statement is 999 on old builds.
 ID_CHUNK = 500
@@ -130,11 +131,19 @@ class SqlStore(CacheStore, RateLimitStore):
     async def ping(self) -> None:
         await self.fetch("SELECT 1 AS ok")
 
+    async def rollup_lock(self, tx: Tx) -> None:
+        """Keep two transactions that change rollups from reading each other's old state."""
+
     async def write_batch(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
+        values = [row_values(r) for r in rows]
+        # As stored (NUL made U+FFFD), the last row of each id.
+        latest = {v[0]: dict(zip(ROW_COLUMNS, v, strict=True)) for v in values}
         async with self.transaction() as tx:
-            await tx.executemany(UPSERT_ROW, [row_values(r) for r in rows])
+            await self.rollup_lock(tx)
+            before, ratings, scores = await _current(tx, sorted(latest))
+            await tx.executemany(UPSERT_ROW, values)
             await tx.executemany(
                 "DELETE FROM request_properties WHERE request_id = ?", [(r.id,) for r in rows]
             )
@@ -148,6 +157,13 @@ class SqlStore(CacheStore, RateLimitStore):
                     "INSERT INTO request_properties (request_id, key, value) VALUES (?, ?, ?)",
                     props,
                 )
+            # A replaced exchange takes its old contribution away, feedback and scores too.
+            deltas = Deltas()
+            for old in before:
+                deltas.request(old, ratings.get(old["id"]), scores.get(old["id"], {}), -1)
+            for record in latest.values():
+                deltas.request(record, ratings.get(record["id"]), scores.get(record["id"], {}), 1)
+            await deltas.apply(tx)
 
     async def get_request(self, request_id: str) -> dict[str, Any] | None:
         rows = await self.fetch(f"{SELECT_RECORD} WHERE r.id = ?", (request_id,))
@@ -184,13 +200,26 @@ class SqlStore(CacheStore, RateLimitStore):
     ) -> dict[str, Any]:
         now = utc_iso(time.time())
         keep = comment is UNCHANGED
-        return await self._upsert_returning(
-            "INSERT INTO feedback (request_id, rating, comment, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(request_id) DO UPDATE SET "
-            f"rating = excluded.rating, {'' if keep else 'comment = excluded.comment, '}"
-            "updated_at = excluded.updated_at RETURNING *",
-            (request_id, int(rating), None if keep else comment, now, now),
-        )
+        async with self.transaction() as tx:
+            await self.rollup_lock(tx)
+            old = await tx.fetchall(
+                "SELECT rating FROM feedback WHERE request_id = ?", (request_id,)
+            )
+            rows = await tx.fetchall(
+                "INSERT INTO feedback (request_id, rating, comment, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(request_id) DO UPDATE SET "
+                f"rating = excluded.rating, {'' if keep else 'comment = excluded.comment, '}"
+                "updated_at = excluded.updated_at RETURNING *",
+                (request_id, int(rating), None if keep else comment, now, now),
+            )
+            # Feedback for a row not written yet is rolled up when the row is.
+            for request in await tx.fetchall(f"{SELECT_COLUMNS} WHERE id = ?", (request_id,)):
+                deltas = Deltas()
+                deltas.rating(request, int(old[0]["rating"]) if old else None, int(rating))
+                await deltas.apply(tx)
+        row = rows[0]
+        row["rating"] = bool(row["rating"])
+        return row
 
     async def set_property(self, request_id: str, key: str, value: str) -> bool:
         """Set one property of a logged request; False when no request has that id."""
@@ -226,10 +255,41 @@ class SqlStore(CacheStore, RateLimitStore):
     async def upsert_scores(self, request_id: str, scores: Mapping[str, float]) -> dict[str, float]:
         now = utc_iso(time.time())
         async with self.transaction() as tx:
+            await self.rollup_lock(tx)
+            old = await tx.fetchall(
+                "SELECT name, value FROM scores WHERE request_id = ?", (request_id,)
+            )
             await tx.executemany(
                 "INSERT INTO scores (request_id, name, value, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(request_id, name) DO UPDATE SET "
                 "value = excluded.value, updated_at = excluded.updated_at",
                 [(request_id, name, float(v), now, now) for name, v in scores.items()],
             )
+            before = {r["name"]: float(r["value"]) for r in old}
+            for request in await tx.fetchall(f"{SELECT_COLUMNS} WHERE id = ?", (request_id,)):
+                deltas = Deltas()
+                for name, value in scores.items():
+                    deltas.score(request, name, before.get(name), float(value))
+                await deltas.apply(tx)
         return dict(scores)
+
+
+async def _current(
+    tx: Tx, ids: Sequence[str]
+) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, dict[str, float]]]:
+    """The stored rows (storage.rollups.COLUMNS), ratings and scores of `ids`, as `tx` sees them."""
+    rows: list[dict[str, Any]] = []
+    ratings: dict[str, int] = {}
+    scores: dict[str, dict[str, float]] = {}
+    for sql, params in chunked(f"{SELECT_COLUMNS} WHERE id IN ({IDS})", ids):
+        rows += await tx.fetchall(sql, params)
+    for sql, params in chunked(
+        f"SELECT request_id, rating FROM feedback WHERE request_id IN ({IDS})", ids
+    ):
+        ratings.update({r["request_id"]: int(r["rating"]) for r in await tx.fetchall(sql, params)})
+    for sql, params in chunked(
+        f"SELECT request_id, name, value FROM scores WHERE request_id IN ({IDS})", ids
+    ):
+        for r in await tx.fetchall(sql, params):
+            scores.setdefault(r["request_id"], {})[r["name"]] = float(r["value"])
+    return rows, ratings, scores

@@ -43,6 +43,8 @@ SHIPPED_MIGRATIONS = [
     "003_gateway",
     "004_row_warnings",
     "005_model_is_requested",
+    "006_previews",
+    "007_rollups",
 ]
 
 
@@ -208,10 +210,18 @@ async def test_model_becomes_the_requested_model_on_upgrade(
         old = open_store(str(tmp_path / "old.db"))
         await old.open()
         at, path = "2024-05-01T00:00:00.000Z", "/v1/x"
-        await old.write_batch(
+        # The columns a store at 004 has (the writer of today writes later ones too).
+        await old.transact(
             [
-                Row("dated", at, "POST", path, request_model="gpt-4o", model="gpt-4o-2024-08-06"),
-                Row("no-request-model", at, "POST", path, model="whisper-1"),
+                (
+                    "INSERT INTO requests (id, created_at, method, path, outcome, "
+                    "request_model, model, warnings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [row_id, at, "POST", path, "ok", request_model, model, None],
+                )
+                for row_id, request_model, model in (
+                    ("dated", "gpt-4o", "gpt-4o-2024-08-06"),
+                    ("no-request-model", None, "whisper-1"),
+                )
             ]
         )
         await old.close()

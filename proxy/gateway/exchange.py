@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from proxy.gateway import sse
+from proxy.gateway import previews, sse
 from proxy.gateway.headers import HeliconeOptions
 from storage.models import Row, utc_iso
 
@@ -243,4 +243,9 @@ def to_row(ex: Exchange, price: PriceFn | None = None) -> Row:
     options = ex.helicone
     row.request_body = None if options is not None and options.omit_request else request_text
     row.response_body = None if options is not None and options.omit_response else response_text
+    # An omitted body leaves no preview either.
+    if row.request_body is not None:
+        row.prompt_preview = previews.prompt_preview(request_json)
+    if row.response_body is not None:
+        row.answer_preview = previews.answer_preview(body)
     return row

@@ -1,0 +1,166 @@
+"""Rollups the writer keeps: always equal to the same aggregates rebuilt from the rows."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from storage import Row, Store, open_store
+from storage.migrations import LATENCY_BUCKET_SQL, m007_rollups
+from storage.retention import prune
+from storage.rollups import bucket
+from storage.sql import SqlStore
+
+TABLES = {
+    "rollup_hours": "hour, model_key, outcome",
+    "rollup_hour_histogram": "period, model_key, outcome, metric, bucket",
+    "rollup_day_histogram": "period, model_key, outcome, metric, bucket",
+    "rollup_scores": "hour, model_key, outcome, name",
+    "rollup_users": "user_id",
+    "rollup_sessions": "session_id",
+}
+# A key that no longer holds anything (its row was replaced) is kept with zero counts.
+LIVE = {
+    "rollup_hours": "requests > 0",
+    "rollup_hour_histogram": "count > 0",
+    "rollup_day_histogram": "count > 0",
+    "rollup_scores": "count > 0",
+    "rollup_users": "requests > 0",
+    "rollup_sessions": "requests > 0",
+}
+MODELS = ("gpt-4o", "gpt-4o-mini", "", None)
+OUTCOMES = ("ok", "ok", "ok", "upstream_error", "timeout")
+
+
+def _plain(value: Any) -> Any:
+    """Comparable values: sums of nothing read as 0, numbers rounded past float noise."""
+    if value is None:
+        return 0
+    if isinstance(value, float | Decimal):
+        return round(float(value), 6)
+    return value
+
+
+async def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    out = {}
+    for table, key in TABLES.items():
+        rows = await store.fetch(f"SELECT * FROM {table} WHERE {LIVE[table]} ORDER BY {key}")
+        out[table] = [tuple(_plain(v) for v in row.values()) for row in rows]
+    return out
+
+
+async def rebuilt(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    """The rollups as migration 007 computes them from the rows, put in place of the kept ones."""
+    assert isinstance(store, SqlStore)
+    fill = [s for s in m007_rollups(store.dialect) if s.startswith("INSERT")]
+    await store.transact([(f"DELETE FROM {t}", []) for t in TABLES] + [(s, []) for s in fill])
+    return await snapshot(store)
+
+
+def random_row(rng: random.Random, request_id: str) -> Row:
+    hour = rng.randrange(5)
+    model = rng.choice(MODELS)
+    return Row(
+        id=request_id,
+        created_at=f"2026-03-0{1 + hour // 3}T{10 + hour:02d}:{rng.randrange(60):02d}:00.000Z",
+        method="POST",
+        path="/v1/chat/completions",
+        model=model,
+        request_model=model,
+        outcome=rng.choice(OUTCOMES),
+        latency_ms=None if rng.random() < 0.1 else round(rng.lognormvariate(5, 1), 3),
+        ttft_ms=None if rng.random() < 0.5 else round(rng.uniform(1, 200), 3),
+        prompt_tokens=None if rng.random() < 0.2 else rng.randrange(1000),
+        completion_tokens=rng.randrange(500),
+        total_tokens=rng.randrange(1500),
+        cost_usd=None if rng.random() < 0.2 else rng.randrange(1000) / 1024,
+        cache_hit=rng.random() < 0.1,
+        user_id=rng.choice(("alice", "bob", "carol", None)),
+        session_id=rng.choice(("s1", "s2", "s3", None)),
+        session_name=rng.choice(("Checkout", "Search", None)),
+    )
+
+
+async def test_rollups_follow_writes_replacements_feedback_and_scores(store_url: str) -> None:
+    store = open_store(store_url)
+    await store.open()
+    rng = random.Random(12)
+    # Feedback and a score that arrive before their exchange is written.
+    await store.upsert_feedback("q0", True)
+    await store.upsert_scores("q0", {"accuracy": 70})
+    ids = [f"q{i}" for i in range(60)]
+    batch = [random_row(rng, i) for i in ids[:40]]
+    # One id twice in a batch: the last row is the one stored.
+    batch.append(random_row(rng, "q3"))
+    await store.write_batch(batch)
+    await store.write_batch([random_row(rng, i) for i in ids[40:]])
+    for request_id in rng.sample(ids, 25):
+        await store.upsert_feedback(request_id, rng.random() < 0.6, "note")
+    for request_id in rng.sample(ids, 25):
+        await store.upsert_scores(
+            request_id, {"accuracy": rng.randrange(100), "helpful": rng.random() < 0.5}
+        )
+    assert await snapshot(store) == await rebuilt(store)
+    # Replaced under their ids (new hour, model, outcome, user, session), ratings flipped,
+    # scores moved, the smallest and largest accuracies changed.
+    await store.write_batch([random_row(rng, i) for i in rng.sample(ids, 20)])
+    for request_id in rng.sample(ids, 15):
+        await store.upsert_feedback(request_id, rng.random() < 0.5)
+    accuracies = await store.fetch("SELECT request_id, value FROM scores WHERE name = 'accuracy'")
+    ordered = sorted(accuracies, key=lambda r: r["value"])
+    for row in (ordered[0], ordered[-1], *rng.sample(accuracies, 5)):
+        await store.upsert_scores(row["request_id"], {"accuracy": rng.randrange(40, 60)})
+    assert await snapshot(store) == await rebuilt(store)
+    await store.close()
+
+
+async def test_prune_leaves_the_rollups_as_they_were(store_url: str) -> None:
+    store = open_store(store_url)
+    await store.open()
+    rng = random.Random(5)
+    ids = [f"p{i}" for i in range(30)]
+    await store.write_batch([random_row(rng, i) for i in ids])
+    for request_id in ids[::3]:
+        await store.upsert_feedback(request_id, True)
+        await store.upsert_scores(request_id, {"accuracy": 50})
+    before = await snapshot(store)
+    report = await prune(store, "2026-03-02T00:00:00.000Z", pause_s=0)
+    assert report.requests > 0
+    assert await snapshot(store) == before
+    await store.close()
+
+
+async def test_python_buckets_match_the_sql_buckets(tmp_path: Any) -> None:
+    store = open_store(str(tmp_path / "b.db"))
+    await store.open()
+    rng = random.Random(1)
+    values = [
+        0.0,
+        0.5,
+        1.0,
+        1.1,
+        1.0999,
+        1.1001,
+        2.0,
+        1e9,
+        *(rng.lognormvariate(5, 3) for _ in range(300)),
+    ]
+    for value in values:
+        sql = LATENCY_BUCKET_SQL.replace("latency_ms", "?")
+        rows = await store.fetch(f"SELECT {sql} AS b", [value] * sql.count("?"))
+        assert rows[0]["b"] == bucket(value), value
+    await store.close()
+
+
+@pytest.mark.parametrize("model", ["", None, "gpt-4o"])
+async def test_an_empty_model_and_no_model_are_apart(tmp_path: Any, model: str | None) -> None:
+    store = open_store(str(tmp_path / "m.db"))
+    await store.open()
+    row = Row("m1", "2026-03-01T10:00:00.000Z", "POST", "/v1/x", model=model)
+    await store.write_batch([row, Row("m2", row.created_at, "POST", "/v1/x", model="other")])
+    rows = await store.fetch("SELECT model, requests FROM rollup_hours ORDER BY model_key")
+    assert {(r["model"], r["requests"]) for r in rows} == {(model, 1), ("other", 1)}
+    await store.close()
