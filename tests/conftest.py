@@ -20,6 +20,9 @@ from proxy.state import STORE
 from tests.helpers import IN_CI, AppUpstream, Client, ProxyFactory, Upstream, start_upstream
 from tests.logbook import fill
 
+# The browser tests' fixtures (relaylog on the sandbox, Chromium, pages).
+pytest_plugins = ("tests.browser",)
+
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:

@@ -36,7 +36,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from proxy.dashboard.render import static_url
+from proxy.dashboard.render import static_url, utc
 from proxy.dashboard.routes import PAGES, mount_pages
 
 HERE = Path(__file__).parent
@@ -55,4 +55,5 @@ def setup_dashboard(app: web.Application) -> None:
         lstrip_blocks=True,
     )
     env.globals["static_url"] = static_url
+    env.filters["utc"] = utc
     mount_pages(app, PAGES, STATIC)

@@ -19,18 +19,6 @@ COOKIE_MAX_AGE_S = 30 * 86400
 MAX_KEY_CHARS = 4096
 
 
-def signed_in(request: web.Request) -> bool:
-    """True when no keys are configured, or the request carries a proxy key."""
-    ring = request.app[POLICY].proxy
-    if not ring.enabled:
-        return True
-    cookie = request.cookies.get(KEY_COOKIE)
-    if cookie:
-        return ring.matches(cookie)
-    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    return scheme.lower() == "bearer" and ring.matches(token.strip())
-
-
 def _local_path(target: str | None) -> str:
     """`target` when it is a path on this server, else the requests list (no open redirect)."""
     if target and target.startswith("/") and not target.startswith(("//", "/\\")):

@@ -6,6 +6,7 @@ POST /v1/request/query), the capped count, and the store's whole record for the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,16 +32,21 @@ MAX_ID_CHARS = 128
 RATING_TEXT = {True: "▲", False: "▼", None: ""}
 
 
-def _number(value: Any, unit: str = "", digits: int = 0) -> str:
+def _number(value: Any, unit: str = "") -> str:
     if value is None:
         return ""
-    return f"{float(value):,.{digits}f}{unit}"
+    number = float(value)
+    return f"{number:,.1f}{unit}" if 0 < number < 10 else f"{number:,.0f}{unit}"
 
 
 def _cost(value: Any) -> str:
+    """Dollars with two significant digits below a cent, e.g. $0.0000074; cents above."""
     if value is None:
         return ""
-    return "$0" if value == 0 else f"${float(value):.4g}" if value < 1 else f"${value:,.2f}"
+    cost = float(value)
+    if cost == 0 or cost >= 0.01:
+        return f"${cost:,.2f}"
+    return f"${cost:.{1 - math.floor(math.log10(cost))}f}"
 
 
 def _score(value: float) -> str:
@@ -82,7 +88,7 @@ def row_view(row: Mapping[str, Any], extras: Sequence[tuple[str, str]]) -> dict[
         "outcome": row["outcome"],
         "latency": _number(row["delay_ms"], " ms"),
         "ttft": _number(row["time_to_first_token"], " ms"),
-        "tokens": _number(row["total_tokens"]),
+        "tokens": "" if row["total_tokens"] is None else f"{row['total_tokens']:,}",
         "cost": _cost(row["cost"]),
         "user": row["request_user_id"] or "",
         "session": row["session_id"] or "",

@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.dashboard import auth, datasets, requests
-from proxy.dashboard.render import NavItem, render
+from proxy.dashboard.render import NavItem, render, signed_in
 from proxy.state import DASHBOARD_NAV, RECORDER, SETTINGS
 from storage.errors import DatasetExists, QueryError, StoreError, UnknownDataset
 
@@ -77,7 +77,7 @@ def _problem(request: web.Request, part: bool, status: int, message: str) -> web
 
 
 async def _answer(page: Page, request: web.Request) -> web.StreamResponse:
-    if not page.open and not auth.signed_in(request):
+    if not page.open and not signed_in(request):
         if page.part:
             return web.Response(status=401, text="sign in with a proxy key first")
         raise web.HTTPSeeOther(auth.login_url(request))

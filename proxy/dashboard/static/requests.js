@@ -104,15 +104,19 @@
   async function tailOnce() {
     if (document.hidden) return;
     const newest = allRows()[0];
-    if (!newest) return;
     try {
-      const url = rowsUrl({ after_time: newest.dataset.created, after_id: newest.dataset.id });
-      const { doc } = await relaylog.part(url);
-      for (const tr of rowsOf(doc)) {
+      // Rows after the newest shown come oldest first; an empty list takes the first page.
+      const after = newest ? { after_time: newest.dataset.created, after_id: newest.dataset.id } : {};
+      const { doc } = await relaylog.part(rowsUrl(after));
+      const found = rowsOf(doc);
+      if (!newest) found.reverse();
+      for (const tr of found) {
         if (rowOf(tr.dataset.id)) continue;
         tr.classList.add("fresh");
         tbody.insertBefore(tr, tbody.firstChild);
       }
+      const empty = document.querySelector(".table-wrap .empty");
+      if (empty && allRows().length) empty.remove();
     } catch (error) {
       relaylog.notice("live tail: " + String(error.message || error), true);
     }
