@@ -1,0 +1,136 @@
+"""storage.query.analytics: score distributions, top values, negatives, keys, in both stores."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from storage import Store, open_store
+from storage.errors import QueryError
+from storage.query.analytics import distinct_keys, score_distributions, top_values
+from storage.query.filters import compile_filter
+from tests.logbook import fill
+
+ALL = compile_filter("all")
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """The hand-built log of tests/logbook.py plus a star rating and two fractional scores."""
+    opened = open_store(store_url)
+    await opened.open()
+    await fill(opened)
+    extra: dict[str, dict[str, float]] = {
+        "r1": {"edge": 0, "half": 0.5},
+        "r2": {"edge": 1, "half": 0.5},
+        "r3": {"edge": 10, "stars": 4},
+        "r4": {"stars": 4},
+        "r5": {"edge": 2.5},
+        "r6": {"stars": 2},
+    }
+    for request_id, scores in extra.items():
+        await opened.upsert_scores(request_id, scores)
+    yield opened
+    await opened.close()
+
+
+async def test_distinct_keys(store: Store) -> None:
+    assert await distinct_keys(store, "properties") == ["app", "note", "prompt_version"]
+    assert await distinct_keys(store, "scores") == ["accuracy", "edge", "half", "helpful", "stars"]
+    assert await distinct_keys(store, "scores", limit=2) == ["accuracy", "edge"]
+
+
+async def test_top_models(store: Store) -> None:
+    top = await top_values(store, ALL, "model")
+    assert top[0] == {
+        "value": "gpt-4o-mini",
+        "requests": 2,
+        "errors": 1,
+        "tokens": 15,
+        "cost_usd": pytest.approx(0.001),
+    }
+    # r4 has no model and is left out; the ties follow in name order.
+    assert [row["value"] for row in top[1:]] == [
+        "gpt-4o",
+        "my-local-llama",
+        "text-embedding-3-small",
+    ]
+    assert sum(row["requests"] for row in top) == 5
+
+
+async def test_top_users_under_a_filter(store: Store) -> None:
+    assert [(r["value"], r["requests"]) for r in await top_values(store, ALL, "user")] == [
+        ("alice", 2),
+        ("bob", 2),
+        ("carol", 1),
+    ]
+    liked = compile_filter({"feedback": {"rating": {"equals": True}}})
+    assert [(r["value"], r["requests"]) for r in await top_values(store, liked, "user")] == [
+        ("alice", 1),
+        ("carol", 1),
+    ]
+    assert [r["value"] for r in await top_values(store, ALL, "user", limit=1)] == ["alice"]
+
+
+async def test_top_property_values(store: Store) -> None:
+    # Header names are case-insensitive, so the key is too; values are kept verbatim.
+    top = await top_values(store, ALL, "property:APP")
+    assert (top[0]["value"], top[0]["requests"], top[0]["errors"]) == ("chat", 3, 1)
+    assert {(r["value"], r["requests"]) for r in top[1:]} == {("search", 1), ("Search Engine", 1)}
+    assert await top_values(store, ALL, "property:x' OR 1=1 --") == []
+
+
+@pytest.mark.parametrize(
+    ("dimension", "limit", "message"),
+    [
+        ("outcome; DROP TABLE requests", 10, "cannot list top values"),
+        ("property:", 10, "cannot list top values"),
+        ("model", 0, "limit must be 1-100"),
+        ("model", 101, "limit must be 1-100"),
+    ],
+)
+async def test_top_values_refuse_bad_input(
+    store: Store, dimension: str, limit: int, message: str
+) -> None:
+    with pytest.raises(QueryError, match=message):
+        await top_values(store, ALL, dimension, limit=limit)
+
+
+def by_name(distributions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["name"]: d for d in distributions}
+
+
+async def test_score_distributions(store: Store) -> None:
+    found = await score_distributions(store, ALL)
+    # Most-scored names first, ties by name.
+    assert [d["name"] for d in found] == ["edge", "accuracy", "stars", "half", "helpful"]
+    scores = by_name(found)
+    accuracy = scores["accuracy"]
+    assert (accuracy["count"], accuracy["min"], accuracy["max"]) == (3, 60.0, 95.0)
+    assert accuracy["avg"] == pytest.approx(235 / 3, abs=1e-6)
+    # 60..95 spans more than 20 values: ten bins 3.5 wide; 80 falls in [77.5, 81).
+    assert [b["count"] for b in accuracy["bins"]] == [1, 0, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert accuracy["bins"][5]["label"] == "77.5 to 81"
+    # A value on an inner edge belongs to the bin it opens; the maximum to the last bin.
+    assert [b["count"] for b in scores["edge"]["bins"]] == [1, 1, 1, 0, 0, 0, 0, 0, 0, 1]
+    # Small integer ranges get a bin per value, empty values included.
+    assert [(b["label"], b["count"]) for b in scores["stars"]["bins"]] == [
+        ("2", 1),
+        ("3", 0),
+        ("4", 2),
+    ]
+    assert [(b["label"], b["count"]) for b in scores["helpful"]["bins"]] == [("0", 1), ("1", 1)]
+    assert [(b["label"], b["count"]) for b in scores["half"]["bins"]] == [("0.5", 2)]
+
+
+async def test_score_distributions_under_a_filter(store: Store) -> None:
+    mini = compile_filter({"request": {"model": {"equals": "gpt-4o-mini"}}})
+    scores = by_name(await score_distributions(store, mini))
+    assert set(scores) == {"accuracy", "helpful", "edge", "half", "stars"}
+    assert [(b["label"], b["count"]) for b in scores["accuracy"]["bins"]] == [("95", 1)]
+    assert [(b["label"], b["count"]) for b in scores["edge"]["bins"]] == [
+        (str(v), 1 if v in (0, 10) else 0) for v in range(11)
+    ]
+    assert len(await score_distributions(store, mini, limit=2)) == 2
