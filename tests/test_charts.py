@@ -9,9 +9,13 @@ import pytest
 from proxy.dashboard.charts import (
     EMPTY,
     HEIGHT,
+    LABEL_W,
     PLOT_H,
+    RIGHT,
     TOP,
+    WIDTH,
     Series,
+    Span,
     column_chart,
     line_chart,
     meter,
@@ -19,6 +23,7 @@ from proxy.dashboard.charts import (
     nice_max,
     number,
     percent,
+    timeline,
     usd,
 )
 
@@ -146,6 +151,7 @@ def test_every_logged_string_is_escaped(hostile: str) -> None:
         line_chart(hostile, [hostile, "b"], [Series(hostile, [1, 2], notes=[hostile, ""])]),
         column_chart(hostile, [hostile], [Series(hostile, [3]), Series("x", [1])]),
         meter(1, 2, hostile),
+        timeline(hostile, [Span(hostile, 0, 10, hostile, href=f"/x?{hostile}")]),
     ]
     for chart in charts:
         assert "<img" not in chart and "<script" not in chart
@@ -163,6 +169,7 @@ def test_every_logged_string_is_escaped(hostile: str) -> None:
             "ul",
             "li",
             "p",
+            "a",
         }
         texts = " ".join(tree.itertext()) + " ".join(
             value for e in tree.iter() for value in e.attrib.values()
@@ -182,3 +189,36 @@ def test_meter_is_a_share_clamped_to_the_cell() -> None:
     assert 'width="25.0"' in meter(1, 4, "1 of 4")
     assert 'width="100.0"' in meter(9, 4, "more")
     assert 'width="0.0"' in meter(1, 0, "no maximum")
+
+
+def test_timeline_places_each_span_on_one_time_axis() -> None:
+    spans = [
+        Span("/plan", 0, 400, "plan: 400 ms"),
+        Span("/plan/search", 400, 200, "search: 200 ms", depth=1, href="/r?id=a&b=1"),
+        Span("/answer", 700, 300, "answer", color="#d64f62"),
+    ]
+    figure = parse(timeline("Session", spans))
+    bars = points(figure)
+    assert [(b.get("data-x"), b.get("data-y")) for b in bars] == [
+        ("/plan", "400"),
+        ("/plan/search", "200"),
+        ("/answer", "300"),
+    ]
+    # The axis ends at 1,000 ms (the last span's end): x and width in proportion to it.
+    plot = WIDTH - LABEL_W - RIGHT
+    x, width = (float(bars[1].get(k, "")) for k in ("x", "width"))
+    assert x == pytest.approx(LABEL_W + plot * 0.4, abs=0.1)
+    assert width == pytest.approx(plot * 0.2, abs=0.1)
+    assert bars[2].get("fill") == "#d64f62"
+    links = [e for e in figure.iter() if e.tag == "a"]
+    assert [a.get("href") for a in links] == ["/r?id=a&b=1"]
+    labels = [e for e in figure.iter() if e.tag == "text" and e.findtext("title") == "/plan/search"]
+    assert float(labels[0].get("x", "")) > float(
+        next(e for e in figure.iter() if e.tag == "text" and e.findtext("title") == "/plan").get(
+            "x", ""
+        )
+    ), "a child's label is indented"
+
+
+def test_an_empty_timeline_says_so() -> None:
+    assert parse(timeline("Session", [])).findtext("p") == "No requests in this session."

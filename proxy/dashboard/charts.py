@@ -265,3 +265,71 @@ def meter(value: float, highest: float, label: str) -> Markup:
         '<rect width="100" height="8" fill="currentColor" fill-opacity="0.1"/>'
         '<rect width="{width:.1f}" height="8" fill="{color}"/></svg>'
     ).format(label=label, width=share * 100, color=PALETTE[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One bar of a timeline: starts `start_ms` after the first, lasts `duration_ms`.
+
+    `depth` indents the label (a session tree's nesting); `href` links the bar.
+    """
+
+    label: str
+    start_ms: float
+    duration_ms: float
+    tooltip: str
+    depth: int = 0
+    href: str | None = None
+    color: str = PALETTE[0]
+
+
+ROW_H = 22
+LABEL_W = 220
+
+
+def timeline(title: str, spans: Sequence[Span]) -> Markup:
+    """A bar per span on one time axis, labels on the left: a session's requests in order."""
+    if not spans:
+        return empty(title, "No requests in this session.")
+    end = max(s.start_ms + max(s.duration_ms, 0.0) for s in spans)
+    top = nice_max(end)
+    width = WIDTH - LABEL_W - RIGHT
+    height = TOP + ROW_H * len(spans) + BOTTOM
+    parts = []
+    for i in range(5):
+        x = LABEL_W + width * i / 4
+        parts.append(
+            Markup(
+                '<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" stroke="currentColor" '
+                'stroke-opacity="0.15"/><text x="{x:.1f}" y="{ty}" text-anchor="middle">{label}'
+                "</text>"
+            ).format(
+                x=x, top=TOP, bottom=height - BOTTOM, ty=height - BOTTOM + 18, label=ms(top * i / 4)
+            )
+        )
+    for row, span in enumerate(spans):
+        y = TOP + ROW_H * row
+        x = LABEL_W + width * span.start_ms / top
+        bar = max(2.0, width * max(span.duration_ms, 0.0) / top)
+        shape = Markup(
+            '<rect class="point" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{}" fill="{}" '
+            'data-x="{}" data-y="{}"><title>{}</title></rect>'
+        ).format(
+            x, y + 4, bar, ROW_H - 8, span.color, span.label, repr(span.duration_ms), span.tooltip
+        )
+        if span.href is not None:
+            shape = Markup('<a href="{}">{}</a>').format(span.href, shape)
+        parts.append(
+            Markup('<text x="{:.1f}" y="{:.1f}"><title>{}</title>{}</text>{}').format(
+                4 + 12 * min(span.depth, 8),
+                y + ROW_H / 2 + 4,
+                span.label,
+                _short(span.label, 30 - 2 * min(span.depth, 8)),
+                shape,
+            )
+        )
+    svg = Markup(
+        '<svg class="plot timeline" viewBox="0 0 {} {}" role="img" aria-label="{}" '
+        'font-size="11" fill="currentColor">{}</svg>'
+    ).format(WIDTH, height, title, JOIN.join(parts))
+    return _figure(title, svg, kind="timeline")
