@@ -14,18 +14,17 @@ from proxy.dashboard.charts import (
     RIGHT,
     TOP,
     WIDTH,
+    Estimate,
     Series,
     Span,
     column_chart,
+    interval_chart,
     line_chart,
     meter,
-    ms,
     nice_max,
-    number,
-    percent,
     timeline,
-    usd,
 )
+from proxy.dashboard.formats import percent
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 SCRIPT = '</script><script>alert("x")</script>'
@@ -38,24 +37,6 @@ def parse(markup: str) -> ET.Element:
 
 def points(figure: ET.Element) -> list[ET.Element]:
     return [e for e in figure.iter() if e.get("class") == "point"]
-
-
-@pytest.mark.parametrize(
-    ("fmt", "value", "text"),
-    [
-        (number, 1234, "1,234"),
-        (number, 0.25, "0.25"),
-        (number, 12.5, "12.50"),
-        (percent, 0.756, "75.6%"),
-        (ms, 412.4, "412 ms"),
-        (ms, 12_500, "12.50 s"),
-        (usd, 0, "$0"),
-        (usd, 0.000123, "$0.000123"),
-        (usd, 1234.5, "$1,234.50"),
-    ],
-)
-def test_formats(fmt: object, value: float, text: str) -> None:
-    assert callable(fmt) and fmt(value) == text
 
 
 @pytest.mark.parametrize(
@@ -152,6 +133,7 @@ def test_every_logged_string_is_escaped(hostile: str) -> None:
         column_chart(hostile, [hostile], [Series(hostile, [3]), Series("x", [1])]),
         meter(1, 2, hostile),
         timeline(hostile, [Span(hostile, 0, 10, hostile, href=f"/x?{hostile}")]),
+        interval_chart(hostile, [Estimate(hostile, 0.5, 0.4, 0.6, note=hostile)]),
     ]
     for chart in charts:
         assert "<img" not in chart and "<script" not in chart
@@ -222,3 +204,26 @@ def test_timeline_places_each_span_on_one_time_axis() -> None:
 
 def test_an_empty_timeline_says_so() -> None:
     assert parse(timeline("Session", [])).findtext("p") == "No requests in this session."
+
+
+def test_interval_chart_draws_each_rate_with_its_whiskers() -> None:
+    figure = parse(
+        interval_chart(
+            "Positive rate, 95% CI",
+            [Estimate("v1", 0.6, 0.49, 0.70, "80 rated"), Estimate("v2", 0.8, 0.69, 0.88)],
+        )
+    )
+    dots = points(figure)
+    assert [(d.get("data-series"), d.get("data-y"), d.get("data-low")) for d in dots] == [
+        ("v1", "0.6", "0.49"),
+        ("v2", "0.8", "0.69"),
+    ]
+    plot = WIDTH - LABEL_W - RIGHT
+    assert float(dots[1].get("cx", "")) == pytest.approx(LABEL_W + plot * 0.8, abs=0.1)
+    assert dots[0].findtext("title") == "v1: 60.0% (95% CI 49.0% to 70.0%) 80 rated"
+    whiskers = [
+        e for e in figure.iter() if e.tag == "line" and e.get("stroke") == dots[0].get("fill")
+    ]
+    assert sorted({float(e.get("x1", "")) for e in whiskers}) == pytest.approx(
+        [LABEL_W + plot * 0.49, LABEL_W + plot * 0.70], abs=0.1
+    )

@@ -11,10 +11,12 @@ its exact value, for the page's script and the browser tests.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup
+
+from proxy.dashboard.formats import Format, ms, number, percent
 
 WIDTH, HEIGHT = 720, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 12, 40
@@ -34,29 +36,6 @@ PALETTE = (
     "#a0674b",
     "#7a8794",
 )
-
-Format = Callable[[float], str]
-
-
-def number(value: float) -> str:
-    """1234 -> "1,234"; 0.25 -> "0.25"."""
-    if value == int(value) and abs(value) < 1e15:
-        return f"{int(value):,}"
-    return f"{value:,.3g}" if abs(value) < 1 else f"{value:,.2f}"
-
-
-def percent(value: float) -> str:
-    return f"{value * 100:.1f}%"
-
-
-def ms(value: float) -> str:
-    return f"{value / 1000:.2f} s" if value >= 10_000 else f"{value:,.0f} ms"
-
-
-def usd(value: float) -> str:
-    if value == 0:
-        return "$0"
-    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4g}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +266,23 @@ ROW_H = 22
 LABEL_W = 220
 
 
+def _x_grid(height: float, label: Format) -> list[Markup]:
+    """Five vertical grid lines right of the label column, labelled with `label(share)`."""
+    return [
+        Markup(
+            '<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" stroke="currentColor" '
+            'stroke-opacity="0.15"/><text x="{x:.1f}" y="{ty}" text-anchor="middle">{label}</text>'
+        ).format(
+            x=LABEL_W + (WIDTH - LABEL_W - RIGHT) * i / 4,
+            top=TOP,
+            bottom=height - BOTTOM,
+            ty=height - BOTTOM + 18,
+            label=label(i / 4),
+        )
+        for i in range(5)
+    ]
+
+
 def timeline(title: str, spans: Sequence[Span]) -> Markup:
     """A bar per span on one time axis, labels on the left: a session's requests in order."""
     if not spans:
@@ -295,18 +291,7 @@ def timeline(title: str, spans: Sequence[Span]) -> Markup:
     top = nice_max(end)
     width = WIDTH - LABEL_W - RIGHT
     height = TOP + ROW_H * len(spans) + BOTTOM
-    parts = []
-    for i in range(5):
-        x = LABEL_W + width * i / 4
-        parts.append(
-            Markup(
-                '<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" stroke="currentColor" '
-                'stroke-opacity="0.15"/><text x="{x:.1f}" y="{ty}" text-anchor="middle">{label}'
-                "</text>"
-            ).format(
-                x=x, top=TOP, bottom=height - BOTTOM, ty=height - BOTTOM + 18, label=ms(top * i / 4)
-            )
-        )
+    parts = _x_grid(height, lambda share: ms(top * share))
     for row, span in enumerate(spans):
         y = TOP + ROW_H * row
         x = LABEL_W + width * span.start_ms / top
@@ -333,3 +318,64 @@ def timeline(title: str, spans: Sequence[Span]) -> Markup:
         'font-size="11" fill="currentColor">{}</svg>'
     ).format(WIDTH, height, title, JOIN.join(parts))
     return _figure(title, svg, kind="timeline")
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A rate and its 95% interval, for one row of an interval chart."""
+
+    label: str
+    value: float
+    low: float
+    high: float
+    note: str = ""
+
+
+def interval_chart(title: str, rows: Sequence[Estimate], fmt: Format = percent) -> Markup:
+    """Each row's value as a dot with its interval as whiskers, on one 0-1 axis."""
+    if not rows:
+        return empty(title)
+    width = WIDTH - LABEL_W - RIGHT
+    height = TOP + ROW_H * 2 * len(rows) + BOTTOM
+    parts = _x_grid(height, fmt)
+    for row, estimate in enumerate(rows):
+        y = TOP + ROW_H * (2 * row + 1)
+        low, value, high = (
+            LABEL_W + width * max(0.0, min(1.0, v))
+            for v in (estimate.low, estimate.value, estimate.high)
+        )
+        tooltip = f"{estimate.label}: {fmt(estimate.value)} (95% CI {fmt(estimate.low)} to "
+        tooltip += f"{fmt(estimate.high)}){' ' + estimate.note if estimate.note else ''}"
+        color = PALETTE[row % len(PALETTE)]
+        parts.append(
+            Markup(
+                '<text x="4" y="{ty:.1f}"><title>{label}</title>{short}</text>'
+                '<line x1="{low:.1f}" x2="{high:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="{color}" '
+                'stroke-width="2"/><line x1="{low:.1f}" x2="{low:.1f}" y1="{y0:.1f}" y2="{y1:.1f}" '
+                'stroke="{color}" stroke-width="2"/><line x1="{high:.1f}" x2="{high:.1f}" '
+                'y1="{y0:.1f}" y2="{y1:.1f}" stroke="{color}" stroke-width="2"/>'
+                '<circle class="point" cx="{value:.1f}" cy="{y:.1f}" r="5" fill="{color}" '
+                'data-series="{label}" data-y="{raw}" data-low="{raw_low}" data-high="{raw_high}">'
+                "<title>{tooltip}</title></circle>"
+            ).format(
+                ty=y + 4,
+                label=estimate.label,
+                short=_short(estimate.label, 30),
+                low=low,
+                high=high,
+                y=y,
+                y0=y - 6,
+                y1=y + 6,
+                color=color,
+                value=value,
+                raw=repr(estimate.value),
+                raw_low=repr(estimate.low),
+                raw_high=repr(estimate.high),
+                tooltip=tooltip,
+            )
+        )
+    svg = Markup(
+        '<svg class="plot intervals" viewBox="0 0 {} {}" role="img" aria-label="{}" '
+        'font-size="11" fill="currentColor">{}</svg>'
+    ).format(WIDTH, height, title, JOIN.join(parts))
+    return _figure(title, svg, kind="intervals")

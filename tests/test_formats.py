@@ -1,0 +1,38 @@
+"""proxy.dashboard.formats: numbers, durations, money, rates and times as the pages show them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from proxy.dashboard.formats import FILTERS, ms, number, percent, usd, when
+
+
+@pytest.mark.parametrize(
+    ("fmt", "value", "text"),
+    [
+        (number, 1234, "1,234"),
+        (number, 0.25, "0.25"),
+        (number, 12.5, "12.50"),
+        (percent, 0.756, "75.6%"),
+        (ms, 412.4, "412 ms"),
+        (ms, 12_500, "12.50 s"),
+        (usd, 0, "$0"),
+        (usd, 0.000123, "$0.000123"),
+        (usd, 1234.5, "$1,234.50"),
+    ],
+)
+def test_formats(fmt: Callable[[float], str], value: float, text: str) -> None:
+    assert fmt(value) == text
+
+
+def test_when_is_utc_to_the_second() -> None:
+    assert when("2024-05-01T10:00:00.123Z") == "2024-05-01 10:00:00 UTC"
+    assert when(None) == "" and when("") == ""
+
+
+@pytest.mark.parametrize("name", ["number", "percent", "ms", "usd"])
+def test_filters_show_a_missing_value_as_a_dash(name: str) -> None:
+    assert FILTERS[name](None) == "\u2013"
+    assert FILTERS[name](1) != "\u2013"
