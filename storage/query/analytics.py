@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from storage import Store
 from storage.errors import QueryError
-from storage.query.filters import Condition
+from storage.query.filters import ALL, Condition
 from storage.query.stats import PROPERTY_PREFIX
 
 # Top lists group by one of these, or by `property:NAME`.
@@ -67,32 +67,38 @@ def _top_source(dimension: str) -> tuple[str, str, list[Any]]:
     return TOP_COLUMNS[dimension], "", []
 
 
+def joined(source: str, link: str, condition: Condition) -> str:
+    """`FROM source` restricted to rows whose request matches `condition`.
+
+    Without a condition the join is left out: every feedback, score and property row belongs
+    to a logged request (they are deleted with it), and the source's own index answers alone.
+    """
+    if condition.sql == ALL.sql:
+        return f"FROM {source} WHERE 1 = 1"
+    return f"FROM {source} JOIN requests r ON r.id = {link} WHERE ({condition.sql})"
+
+
 async def top_values(
     store: Store, condition: Condition, dimension: str, limit: int = 10
 ) -> list[dict[str, Any]]:
-    """The most frequent values of `dimension` among the matching rows, most requests first.
+    """The most frequent values of `dimension` among the matching rows: value and requests,
+    most requests first (ties by value). Rows without a value are left out.
 
-    Each: value, requests, errors, tokens, cost_usd. Rows without a value are left out.
+    Counts only, so an index answers them: (model, created_at), (user_id, created_at) and
+    (key, value) of the properties.
     """
     column, join, params = _top_source(dimension)
+    if join and condition.sql == ALL.sql:
+        source = "FROM request_properties tp WHERE tp.key = ?"
+    else:
+        source = f"FROM requests r {join} WHERE ({condition.sql})"
+        params = [*params, *condition.params]
     rows = await store.fetch(
-        f"SELECT {column} AS value, COUNT(*) AS requests, "
-        "SUM(CASE WHEN r.outcome <> ? THEN 1 ELSE 0 END) AS errors, "
-        "SUM(r.total_tokens) AS tokens, SUM(r.cost_usd) AS cost_usd "
-        f"FROM requests r {join} WHERE ({condition.sql}) AND {column} IS NOT NULL "
+        f"SELECT {column} AS value, COUNT(*) AS requests {source} AND {column} IS NOT NULL "
         f"GROUP BY {column} ORDER BY COUNT(*) DESC, {column} LIMIT ?",
-        ["ok", *params, *condition.params, _bounded(limit)],
+        [*params, _bounded(limit)],
     )
-    return [
-        {
-            "value": row["value"],
-            "requests": int(row["requests"]),
-            "errors": int(_number(row["errors"])),
-            "tokens": int(_number(row["tokens"])),
-            "cost_usd": round(_number(row["cost_usd"]), 9),
-        }
-        for row in rows
-    ]
+    return [{"value": row["value"], "requests": int(row["requests"])} for row in rows]
 
 
 async def score_distributions(
@@ -106,7 +112,7 @@ async def score_distributions(
     names = await store.fetch(
         "SELECT s.name AS name, COUNT(*) AS count, SUM(s.value) AS total, MIN(s.value) AS low, "
         "MAX(s.value) AS high, SUM(CASE WHEN s.value <> ROUND(s.value) THEN 1 ELSE 0 END) "
-        f"AS fractional FROM scores s JOIN requests r ON r.id = s.request_id WHERE {condition.sql} "
+        f"AS fractional {joined('scores s', 's.request_id', condition)} "
         "GROUP BY s.name ORDER BY COUNT(*) DESC, s.name LIMIT ?",
         [*condition.params, _bounded(limit)],
     )
@@ -136,10 +142,9 @@ async def _value_bins(
     store: Store, condition: Condition, name: str, low: float, high: float
 ) -> list[dict[str, Any]]:
     rows = await store.fetch(
-        "SELECT s.value AS value, COUNT(*) AS count FROM scores s "
-        f"JOIN requests r ON r.id = s.request_id WHERE s.name = ? AND ({condition.sql}) "
-        "GROUP BY s.value",
-        [name, *condition.params],
+        "SELECT s.value AS value, COUNT(*) AS count "
+        f"{joined('scores s', 's.request_id', condition)} AND s.name = ? GROUP BY s.value",
+        [*condition.params, name],
     )
     counts = {int(_number(row["value"])): int(row["count"]) for row in rows}
     return [
@@ -158,9 +163,9 @@ async def _width_bins(
 ) -> list[dict[str, Any]]:
     if high == low:
         rows = await store.fetch(
-            "SELECT COUNT(*) AS count FROM scores s JOIN requests r ON r.id = s.request_id "
-            f"WHERE s.name = ? AND ({condition.sql})",
-            [name, *condition.params],
+            f"SELECT COUNT(*) AS count {joined('scores s', 's.request_id', condition)} "
+            "AND s.name = ?",
+            [*condition.params, name],
         )
         return [{"label": f"{low:.4g}", "low": low, "high": high, "count": int(rows[0]["count"])}]
     edges = [low + (high - low) * i / BINS for i in range(BINS + 1)]
@@ -169,9 +174,9 @@ async def _width_bins(
         for i in range(1, BINS)
     )
     rows = await store.fetch(
-        f"SELECT COUNT(*) AS total, {below} FROM scores s JOIN requests r ON r.id = s.request_id "
-        f"WHERE s.name = ? AND ({condition.sql})",
-        [*edges[1:BINS], name, *condition.params],
+        f"SELECT COUNT(*) AS total, {below} {joined('scores s', 's.request_id', condition)} "
+        "AND s.name = ?",
+        [*edges[1:BINS], *condition.params, name],
     )
     cumulative = [
         0,

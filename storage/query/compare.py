@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from storage import Store
 from storage.models import utc_iso
+from storage.query.analytics import joined
 from storage.query.filters import Condition, conjoin
 
 Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
@@ -161,8 +162,8 @@ def compare(a: Rate, b: Rate, min_rated: int = MIN_RATED) -> Comparison:
 async def rated_counts(store: Store, condition: Condition) -> tuple[int, int]:
     """(rated, positive) over the requests matching `condition`."""
     rows = await store.fetch(
-        "SELECT COUNT(*) AS rated, SUM(f.rating) AS positive "
-        f"FROM feedback f JOIN requests r ON r.id = f.request_id WHERE {condition.sql}",
+        f"SELECT COUNT(*) AS rated, SUM(f.rating) AS positive "
+        f"{joined('feedback f', 'f.request_id', condition)}",
         condition.params,
     )
     return int(rows[0]["rated"]), int(rows[0]["positive"] or 0)
