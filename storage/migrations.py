@@ -364,6 +364,21 @@ def m007_rollups(d: Dialect) -> list[str]:
     return statements
 
 
+@migration
+def m008_request_history(d: Dialect) -> list[str]:
+    """Earlier exchanges of a reused request id, with the feedback, scores and datasets they had."""
+    return [
+        "ALTER TABLE requests ADD COLUMN request_hash TEXT",
+        """CREATE TABLE request_history (
+            request_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            replaced_at TEXT NOT NULL,
+            record TEXT NOT NULL,
+            PRIMARY KEY (request_id, seq)
+        )""",
+    ]
+
+
 # Every migration in order, as (name, function).
 MIGRATIONS: tuple[tuple[str, Migration], ...] = tuple(_registered)
 

@@ -103,6 +103,9 @@ class Row:
     # The first words of the prompt and of the answer (proxy.gateway.previews), for lists.
     prompt_preview: str | None = None
     answer_preview: str | None = None
+    # A digest of the request body (proxy.gateway.exchange.body_hash): a reused id with a
+    # different one is a different call, and the earlier exchange moves to request_history.
+    request_hash: str | None = None
 
 
 # Column order used by every INSERT; `properties` is stored as JSON text here and also

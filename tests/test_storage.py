@@ -45,6 +45,7 @@ SHIPPED_MIGRATIONS = [
     "005_model_is_requested",
     "006_previews",
     "007_rollups",
+    "008_request_history",
 ]
 
 

@@ -7,6 +7,7 @@ here, in the writer task, on bodies no larger than that bound.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,6 +145,12 @@ def _headers_json(headers: dict[str, str]) -> str:
         return orjson.dumps({clean(k): clean(v) for k, v in headers.items()}).decode()
 
 
+def body_hash(body: bytes | None) -> str | None:
+    """A digest of the request body as received: tells an SDK's retry (same body) from a
+    different call that reuses a Helicone-Request-Id."""
+    return None if body is None else hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
 def fallback_row(ex: Exchange) -> Row:
     """The row for an exchange whose body could not be parsed: metadata and raw text only."""
     options = ex.helicone or HeliconeOptions(request_id=ex.id)
@@ -173,6 +180,7 @@ def fallback_row(ex: Exchange) -> Row:
         fallback_index=ex.fallback_index,
         upstream_target=ex.upstream_target,
         warnings=orjson.dumps([clean(w) for w in ex.warnings]).decode() if ex.warnings else None,
+        request_hash=body_hash(ex.request_body),
     )
 
 
