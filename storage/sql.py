@@ -10,21 +10,26 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any, Protocol
 
 import orjson
 
 from storage.cache import CacheStore
+from storage.history import keep_history, replaced_calls, with_reuse_warning
 from storage.migrations import MIGRATIONS, MIGRATIONS_TABLE, Dialect
 from storage.models import ROW_COLUMNS, UNCHANGED, Row, Unchanged, utc_iso
 from storage.query.rows import SELECT_RECORD, present
 from storage.ratelimit import RateLimitStore
-from storage.rollups import SELECT_COLUMNS, Deltas
+from storage.rollups import COLUMNS, SELECT_COLUMNS, Deltas
 
 # SQLite's default limit on `?` parameters in one statement is 999 on old builds.
 ID_CHUNK = 500
 IDS = "{ids}"
 Statement = tuple[str, list[Any]]
+
+# What write_batch reads of the rows it replaces: their rollup columns and body digest.
+SELECT_CURRENT = f"SELECT {', '.join(COLUMNS)}, request_hash FROM requests"
 
 UPSERT_ROW = (
     f"INSERT INTO requests ({', '.join(ROW_COLUMNS)}) "
@@ -137,12 +142,23 @@ class SqlStore(CacheStore, RateLimitStore):
     async def write_batch(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
-        values = [row_values(r) for r in rows]
-        # As stored (NUL made U+FFFD), the last row of each id.
-        latest = {v[0]: dict(zip(ROW_COLUMNS, v, strict=True)) for v in values}
         async with self.transaction() as tx:
             await self.rollup_lock(tx)
-            before, ratings, scores = await _current(tx, sorted(latest))
+            before, ratings, scores = await _current(tx, sorted({r.id for r in rows}))
+            # A different call under a used id: the earlier exchange moves to its history.
+            displaced = replaced_calls(rows, {old["id"]: old["request_hash"] for old in before})
+            moved = await keep_history(tx, displaced) if displaced else set()
+            reused = {item if isinstance(item, str) else item.id for item in displaced}
+            if reused:
+                rows = [
+                    replace(r, warnings=with_reuse_warning(r.warnings, r.id))
+                    if r.id in reused
+                    else r
+                    for r in rows
+                ]
+            values = [row_values(r) for r in rows]
+            # As stored (NUL made U+FFFD), the last row of each id.
+            latest = {v[0]: dict(zip(ROW_COLUMNS, v, strict=True)) for v in values}
             await tx.executemany(UPSERT_ROW, values)
             await tx.executemany(
                 "DELETE FROM request_properties WHERE request_id = ?", [(r.id,) for r in rows]
@@ -162,7 +178,10 @@ class SqlStore(CacheStore, RateLimitStore):
             for old in before:
                 deltas.request(old, ratings.get(old["id"]), scores.get(old["id"], {}), -1)
             for record in latest.values():
-                deltas.request(record, ratings.get(record["id"]), scores.get(record["id"], {}), 1)
+                # A moved exchange took its feedback and scores along; the new one is unrated.
+                kept = record["id"] not in moved
+                rating = ratings.get(record["id"]) if kept else None
+                deltas.request(record, rating, scores.get(record["id"], {}) if kept else {}, 1)
             await deltas.apply(tx)
 
     async def get_request(self, request_id: str) -> dict[str, Any] | None:
@@ -281,7 +300,7 @@ async def _current(
     rows: list[dict[str, Any]] = []
     ratings: dict[str, int] = {}
     scores: dict[str, dict[str, float]] = {}
-    for sql, params in chunked(f"{SELECT_COLUMNS} WHERE id IN ({IDS})", ids):
+    for sql, params in chunked(f"{SELECT_CURRENT} WHERE id IN ({IDS})", ids):
         rows += await tx.fetchall(sql, params)
     for sql, params in chunked(
         f"SELECT request_id, rating FROM feedback WHERE request_id IN ({IDS})", ids

@@ -275,17 +275,20 @@ async def test_unknown_id_is_404_after_the_wait(make_proxy: ProxyFactory) -> Non
     assert await rated(client) == []
 
 
-async def test_reused_request_id_keeps_feedback_and_scores(proxy: Client) -> None:
-    request_id = await logged(proxy, "first try", **{"Helicone-Request-Id": "retry-1"})
+async def test_a_retry_under_its_id_keeps_feedback_and_scores(proxy: Client) -> None:
+    headers = {"Helicone-Request-Id": "retry-1", "Helicone-Property-Try": "1"}
+    request_id = await logged(proxy, "same question", **headers)
     await post(proxy, f"/v1/request/{request_id}/feedback", {"rating": True})
     await post(proxy, f"/v1/request/{request_id}/score", {"scores": {"ok": 1}})
 
-    await logged(proxy, "second try", **{"Helicone-Request-Id": "retry-1"})
+    # An SDK retry resends the same body under the same id.
+    await logged(proxy, "same question", **{**headers, "Helicone-Property-Try": "2"})
 
     row = await stored(proxy.app, "retry-1")
-    assert row["request_body"]["messages"][0]["content"] == "second try"
+    assert row["properties"] == {"try": "2"}
     assert row["feedback"]["rating"] is True
     assert row["scores"] == {"ok": 1}
+    assert row["warnings"] is None
 
 
 # Session feedback, legacy and batch forms

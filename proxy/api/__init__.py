@@ -156,6 +156,14 @@ ROUTES: tuple[Route, ...] = (
         errors=(400, 401, 404, 409, 503), params=REQUEST_ID,
     ),
     Route(
+        "GET", "/v1/request/{id:[^/]+}/history", feedback.request_history, "request_history",
+        "Earlier exchanges logged under this id: a call with a different body under a used "
+        "Helicone-Request-Id moves the one before here, with its feedback, scores and datasets.",
+        answer="Oldest first; each the whole record plus seq and replaced_at.",
+        data={"type": "array", "items": {"type": "object"}}, errors=(400, 401, 404, 503),
+        params=REQUEST_ID,
+    ),
+    Route(
         "GET", "/v1/request/{id:[^/]+}", feedback.request_detail, "request_detail",
         "The logged exchange with its feedback, scores and session.",
         cors=True, metered=True,

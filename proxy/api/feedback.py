@@ -25,6 +25,7 @@ from proxy.gateway.exchange import fallback_row
 from proxy.gateway.headers import is_valid_request_id
 from proxy.state import METRICS, RECORDER, SETTINGS, STORE
 from storage.errors import StoreError
+from storage.history import request_history as request_history_of
 from storage.models import UNCHANGED, Unchanged
 from storage.query.rows import present_unstored
 
@@ -261,3 +262,14 @@ async def request_detail(request: web.Request) -> web.Response:
                 404, f"no request with id {request_id!r} was logged", code="unknown_request"
             )
     return envelope({**row, "state": LOGGED})
+
+
+async def request_history(request: web.Request) -> web.Response:
+    """Earlier exchanges logged under a reused id, oldest first, with what they were given."""
+    request_id = _check_request_id(request.match_info["id"])
+    store = request.app[STORE]
+    await request.app[RECORDER].caught_up(_wait_s(request.app))
+    earlier = await request_history_of(store, request_id)
+    if not earlier and not await store.request_exists(request_id):
+        raise ApiError(404, f"no request with id {request_id!r} was logged", code="unknown_request")
+    return envelope(earlier)
