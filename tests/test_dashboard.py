@@ -96,7 +96,9 @@ async def test_a_bad_filter_is_a_400_that_says_why(
     make_proxy: ProxyFactory, query: str, problem: str
 ) -> None:
     client = await seeded(make_proxy)
-    assert problem in await page(client, f"/requests?{query}", 400)
+    html = await page(client, f"/requests?{query}", 400)
+    assert problem in html
+    assert 'id="filter-form"' in html and 'action="/requests"' in html  # to fix it in place
     assert problem in await page(client, f"/requests/count?{query}", 400)
 
 
@@ -240,7 +242,9 @@ async def test_the_api_takes_the_cookie_only_from_the_same_origin(
 
 async def test_a_slow_read_asks_to_narrow_the_time_range(make_proxy: ProxyFactory) -> None:
     client = await seeded(make_proxy, dashboard={"query_timeout_s": 1e-9})
-    assert "narrow the time range" in await page(client, "/requests", 503)
+    html = await page(client, "/requests?feedback=up", 503)
+    assert "narrow the time range" in html
+    assert '<option value="up" selected>' in html and '<option value="1h">' in html
     assert "narrow the time range" in await page(client, "/requests/count", 503)
 
 

@@ -15,7 +15,9 @@ How a view is added (the conventions every page follows):
   never a 500), storage's errors as 400/404/503 pages, and the security headers (CSP without
   inline script or style, nosniff, frame-ancestors 'none').
 - The filter of the URL: `filters.url_filter(request.query)` gives the filter tree and the canonical
-  query string (for links), the same for every view; templates include `_filters.html`.
+  query string (for links), the same for every view; `filters.filter_bar(filt)` is what the
+  shared `_filters.html` needs (include it in a GET form with id `filter-form`, and add
+  `static/filters.js` for its script). An error page keeps the filter bar to fix the filter.
 - Templates extend `base.html` (blocks `title`, `content`, `scripts`) and are autoescaped: every
   logged string is text. No inline `<script>` or `style=` (the CSP refuses them): a view's script
   is `static/<view>.js`, added in its `scripts` block with `static_url`; colours come from the

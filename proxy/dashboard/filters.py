@@ -18,8 +18,9 @@ import orjson
 from multidict import MultiMapping
 
 from storage.errors import FilterError
+from storage.models import OUTCOMES
 from storage.query.filters import conjoin
-from storage.query.selection import SHORTHANDS, selection_of, selection_tree
+from storage.query.selection import FEEDBACK, SHORTHANDS, selection_of, selection_tree
 
 CUSTOM = "custom"
 # The time presets of the filter bar: (value of `since`, label).
@@ -105,3 +106,18 @@ def url_filter(query: MultiMapping[str], now: float | None = None) -> UrlFilter:
     nodes += [_text(text) for text in got.values("q")]
     nodes += [_tree_param(text) for text in got.values("filter")]
     return UrlFilter(params, conjoin(*nodes))
+
+
+def filter_bar(filt: UrlFilter) -> dict[str, Any]:
+    """What templates/_filters.html needs: the URL's filter and the choices it offers."""
+    return {
+        "filt": filt,
+        "presets": PRESETS,
+        "outcomes": OUTCOMES,
+        "feedback_choices": tuple(FEEDBACK),
+    }
+
+
+def unparsed(query: MultiMapping[str]) -> UrlFilter:
+    """The URL's filter parameters without their tree, for a page that shows a bad filter."""
+    return UrlFilter(filter_params(query), "all")

@@ -15,15 +15,13 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from proxy.dashboard.chat import conversation
-from proxy.dashboard.filters import PRESETS, UrlFilter, url_filter
+from proxy.dashboard.filters import UrlFilter, filter_bar, url_filter
 from proxy.dashboard.render import render
 from proxy.state import POLICY, SETTINGS, STORE
 from storage.errors import QueryError
-from storage.models import OUTCOMES
 from storage.query.datasets import list_datasets
 from storage.query.filters import compile_filter
 from storage.query.pages import PageQuery, encode_cursor, query_page
-from storage.query.selection import FEEDBACK
 from storage.query.stats import count_requests
 
 CURSOR_HEADER = "Relaylog-Next-Cursor"
@@ -127,10 +125,7 @@ async def list_context(request: web.Request) -> dict[str, Any]:
     page = await _page(request, filt, request.query.get("cursor") or None)
     settings = request.app[SETTINGS].dashboard
     return {
-        "filt": filt,
-        "presets": PRESETS,
-        "outcomes": OUTCOMES,
-        "feedback_choices": tuple(FEEDBACK),
+        **filter_bar(filt),
         "extras": extras,
         "rows": [row_view(row, extras) for row in page.rows],
         "next_cursor": page.next_cursor,

@@ -11,10 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from proxy.dashboard import auth, datasets, requests
+from proxy.dashboard.filters import filter_bar, unparsed
 from proxy.dashboard.render import NavItem, render, signed_in
 from proxy.state import DASHBOARD_NAV, RECORDER, SETTINGS
 from storage.errors import DatasetExists, QueryError, StoreError, UnknownDataset
@@ -71,9 +73,15 @@ PAGES: tuple[Page, ...] = (
 
 
 def _problem(request: web.Request, part: bool, status: int, message: str) -> web.Response:
+    """The page's error: a short text for the page script; otherwise the message above the
+    filter bar (when the URL has a filter) so the filter can be fixed or narrowed in place."""
     if part:
         return web.Response(status=status, text=message)
-    return render(request, "error.html", {"status": status, "message": message}, status=status)
+    filt = unparsed(request.query)
+    context: dict[str, Any] = {"status": status, "message": message, "path": request.path}
+    if filt.params or status in (400, 503):
+        context.update(filter_bar(filt))
+    return render(request, "error.html", context, status=status)
 
 
 async def _answer(page: Page, request: web.Request) -> web.StreamResponse:

@@ -52,32 +52,6 @@
   }
   loadCount();
 
-  // --- the filter bar --------------------------------------------------------------------------
-  const form = document.getElementById("filter-form");
-  const since = document.getElementById("f-since");
-  const custom = document.getElementById("f-custom");
-  if (since && custom) {
-    since.addEventListener("change", () => {
-      custom.hidden = since.value !== "custom";
-    });
-  }
-  form.addEventListener("click", (event) => {
-    const button = event.target.closest(".add-field");
-    if (!button) return;
-    const group = button.closest(".repeat");
-    const last = group.querySelectorAll("label");
-    const copy = last[last.length - 1].cloneNode(true);
-    copy.querySelector("input").value = "";
-    group.insertBefore(copy, button);
-    copy.querySelector("input").focus();
-  });
-  form.addEventListener("submit", () => {
-    // Empty fields stay out of the URL, so a shared link says only what it filters.
-    for (const field of form.querySelectorAll("input, select")) {
-      if (!field.value) field.disabled = true;
-    }
-  });
-
   // --- older pages -----------------------------------------------------------------------------
   const more = document.getElementById("more");
   if (more) {
@@ -287,6 +261,8 @@
 
   tbody.addEventListener("click", (event) => {
     if (event.target.closest("input.select")) return;
+    // A modified click on the time link opens the deep link in a new tab, as links do.
+    if (event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
     const tr = event.target.closest("tr[data-id]");
     if (!tr) return;
     event.preventDefault();
