@@ -4,6 +4,7 @@ the key cookie on the API, security headers and the time limit (the browser test
 from __future__ import annotations
 
 import re
+from html import escape as html_escape
 from typing import Any
 
 import orjson
@@ -157,6 +158,9 @@ async def test_the_drawer_shows_the_chat_as_text(make_proxy: ProxyFactory) -> No
     assert "temperature" in html
     deep = await page(client, f"/requests/{request_id}?model=gpt-4o-mini")
     assert 'id="detail"' in deep and row_ids(deep) == [request_id]
+    previews = re.findall(r'<td class="preview" title="[^"]*">([^<]*)</td>', deep)
+    shown = html_escape(prompt, quote=False)
+    assert previews == [shown, f"Echo: {shown}"]
     assert "no request with id" in await page(client, "/requests/nope/drawer", 404)
 
 

@@ -132,4 +132,7 @@ def helicone_row(row: Mapping[str, Any], scores: dict[str, float]) -> dict[str, 
         "upstream_request_id": row["upstream_request_id"],
         "error": row["error"],
         "warnings": json_or_text(row["warnings"]),
+        # The first words of the prompt and the answer, computed when the row was written.
+        "prompt_preview": row.get("prompt_preview"),
+        "answer_preview": row.get("answer_preview"),
     }
