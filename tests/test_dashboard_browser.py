@@ -151,6 +151,14 @@ def test_a_dataset_made_from_the_filter_exports_its_rows(
     page.click("#add-matching")
     expect(page.locator("#notice")).to_contain_text(f"{len(expected)} rows in all")
 
+    picked = expected[:2]
+    for request_id in picked:
+        page.locator(f"#rows tr[data-id='{request_id}'] input.select").check()
+    page.fill("#dataset-name", "picked")
+    page.click("#add-selected")
+    expect(page.locator("#notice")).to_contain_text("Dataset picked: 2 added, 2 rows in all")
+    assert sorted(served.query_ids({"dataset": {"name": {"equals": "picked"}}})) == sorted(picked)
+
     page.goto(served.url + "/datasets")
     row = page.locator("#datasets tr[data-name='liked-mini']")
     expect(row.locator("td.num")).to_have_text(str(len(expected)))
@@ -193,6 +201,9 @@ def test_script_in_a_prompt_stays_text(served: Relaylog, page: Page) -> None:
     page.goto(served.url + "/requests?user=mallory")
     assert len(shown_ids(page)) == len(HOSTILE)
     for request_id, text in zip(served.ids[-2:], HOSTILE, strict=True):
+        previews = page.locator(f"#rows tr[data-id='{request_id}'] td.preview")
+        expect(previews).to_have_text([text, f"Echo: {text}"])
+    for request_id, text in zip(served.ids[-2:], HOSTILE, strict=True):
         page.goto(f"{served.url}/requests/{quote(request_id)}?user=mallory")
         expect(page.locator("#drawer .msg.role-user .text")).to_have_text(text)
         expect(page.locator("#drawer .answer .text")).to_have_text(f"Echo: {text}")
@@ -224,7 +235,9 @@ def test_the_theme_toggle_is_remembered(served: Relaylog, page: Page) -> None:
     assert page.evaluate(background) != light
 
 
-def test_keys_ask_for_a_key_before_showing_anything(keyed: Relaylog, page: Page) -> None:
+def test_keys_ask_for_a_key_before_showing_anything(
+    keyed: Relaylog, page: Page, tmp_path: Path
+) -> None:
     page.goto(keyed.url + "/requests")
     expect(page).to_have_url(re.compile(r"/login\?next="))
     expect(page.locator("input[name=key]")).to_be_visible()
@@ -248,3 +261,17 @@ def test_keys_ask_for_a_key_before_showing_anything(keyed: Relaylog, page: Page)
         "aria-pressed", "true"
     )
     assert keyed.api("GET", f"/v1/request/{target}")["feedback"]["rating"] is True
+
+    # A download link is a same-origin navigation: the cookie is the key.
+    with page.expect_download() as download:
+        page.evaluate(
+            """() => { const a = document.createElement("a");
+                       a.href = "/v1/export?format=jsonl&user=mallory"; a.download = "";
+                       document.body.appendChild(a); a.click(); }"""
+        )
+    saved = tmp_path / "mallory.jsonl"
+    download.value.save_as(saved)
+    assert [orjson.loads(line)["user_id"] for line in saved.read_text().splitlines()] == [
+        "mallory",
+        "mallory",
+    ]
