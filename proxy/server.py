@@ -25,6 +25,7 @@ from proxy.config import Settings
 from proxy.errors import ConfigError, ServeError
 from proxy.gateway.headers import redact_query
 from proxy.sandbox import create_sandbox_app
+from proxy.state import RECORDER
 from storage import open_store
 from storage.errors import StoreError
 from storage.models import redact
@@ -165,7 +166,7 @@ async def wait_for_signal() -> None:
 async def serve(settings: Settings, worker: int = 0) -> None:
     """Serve until SIGTERM/SIGINT, then drain: in-flight requests finish and queued rows are
     written before this returns. Worker 0 prints the one listen line. A signal while starting
-    stops the start cleanly."""
+    stops the start cleanly. Rows the drain could not write are a ServeError naming how many."""
     check_listen(settings)
     stopper = Stopper()
     try:
@@ -189,9 +190,10 @@ async def _serve(settings: Settings, worker: int, stopper: Stopper) -> None:
                 update={"upstream": settings.upstream.model_copy(update={"url": url})}
             )
             upstream_label = f"sandbox ({url})"
+        app = create_app(settings)
         try:
             runner = await start_site(
-                create_app(settings),
+                app,
                 server.host,
                 server.port,
                 reuse_port=server.workers > 1,
@@ -222,6 +224,13 @@ async def _serve(settings: Settings, worker: int, stopper: Stopper) -> None:
             )
         await stopper.wait()
         log.info("shutting down: finishing in-flight requests and writing queued rows")
+    recorder = app.get(RECORDER)
+    if recorder is not None and recorder.lost_on_shutdown:
+        raise ServeError(
+            f"{recorder.lost_on_shutdown:,} answered exchanges were not logged: the store kept "
+            f"failing for recorder.drain_timeout_s ({settings.recorder.drain_timeout_s:g}s) "
+            f"after shutdown began"
+        )
 
 
 async def migrate(settings: Settings) -> tuple[str, list[str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 import sqlite3
 import sys
@@ -548,6 +549,42 @@ async def test_a_deleted_sqlite_file_is_reported_and_opened_again(
     with sqlite3.connect(db) as conn:
         ids = [r[0] for r in conn.execute("SELECT id FROM requests")]
     assert ids == [answer.headers["helicone-id"]]
+
+
+@pytest.mark.slow
+async def test_a_store_gone_for_good_is_unready_and_the_shutdown_exit_names_the_lost_rows(
+    tmp_path: Path,
+) -> None:
+    """The store's directory is removed while serving: calls are still answered, /readyz says
+    unready, and the exit after SIGTERM is 1 with the number of exchanges that were not logged."""
+    home = tmp_path / "store"
+    home.mkdir()
+    served = await start_serve(
+        tmp_path,
+        home / "gone.db",
+        "--upstream",
+        "sandbox",
+        env={"RELAYLOG_RECORDER_DRAIN_TIMEOUT_S": "1", "RELAYLOG_RECORDER_RETRY_MAX_S": "0.1"},
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{served.url}/v1/chat/completions", json=CHAT) as response:
+                assert response.status == 200
+            async with asyncio.timeout(10):
+                while (await scrape(session, served.url))["relaylog_log_rows_written_total"] < 1:
+                    await asyncio.sleep(0.05)
+            shutil.rmtree(home)
+            for _ in range(3):
+                async with session.post(f"{served.url}/v1/chat/completions", json=CHAT) as answer:
+                    assert answer.status == 200
+            async with session.get(f"{served.url}/readyz") as ready:
+                assert ready.status == 503
+    finally:
+        code = await served.stop()
+    err = served.stderr.read_text()
+    assert code == 1, err
+    assert "relaylog: 3 answered exchanges were not logged" in err
+    assert "Traceback" not in err
 
 
 # Process faults
