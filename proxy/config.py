@@ -65,6 +65,18 @@ class ServerSettings(Section):
         le=64,
         description="Processes serving the port together (SO_REUSEPORT), each with its own writer.",
     )
+    idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Close a client connection that sends no complete request head for this "
+        "long after it opened or after its last answer (slow headers, idle keep-alive).",
+    )
+    max_client_connections: int = Field(
+        0,
+        ge=0,
+        description="Client connections open at once per process; more are answered 503. "
+        "0 = from the open-file limit: (RLIMIT_NOFILE - 64) / 2.",
+    )
 
 
 class UpstreamSettings(Section):

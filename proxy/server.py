@@ -24,6 +24,7 @@ from proxy.app import create_app
 from proxy.config import Settings
 from proxy.errors import ConfigError, ServeError
 from proxy.gateway.headers import redact_query
+from proxy.listener import BoundedSite, client_connection_limit, raise_open_file_limit
 from proxy.sandbox import create_sandbox_app
 from proxy.state import RECORDER
 from storage import open_store
@@ -108,15 +109,24 @@ def check_listen(settings: Settings) -> None:
 
 
 async def start_site(
-    app: web.Application, host: str, port: int, reuse_port: bool = False, **kwargs: Any
+    app: web.Application,
+    host: str,
+    port: int,
+    reuse_port: bool = False,
+    max_connections: int | None = None,
+    **kwargs: Any,
 ) -> web.AppRunner:
-    """Set `app` up and listen; on any failure (port taken, store error, a signal) whatever was
-    set up is closed again, so no thread or task keeps the process alive."""
+    """Set `app` up and listen (at most `max_connections` client connections at a time, when
+    given); on any failure (port taken, store error, a signal) whatever was set up is closed
+    again, so no thread or task keeps the process alive."""
     runner = web.AppRunner(app, **kwargs)
     try:
         await runner.setup()
-        site = web.TCPSite(
-            runner, host, port, reuse_port=reuse_port or None, backlog=LISTEN_BACKLOG
+        options: dict[str, Any] = {"reuse_port": reuse_port or None, "backlog": LISTEN_BACKLOG}
+        site = (
+            web.TCPSite(runner, host, port, **options)
+            if max_connections is None
+            else BoundedSite(runner, host, port, limit=max_connections, **options)
         )
         await site.start()
     except BaseException:
@@ -191,12 +201,15 @@ async def _serve(settings: Settings, worker: int, stopper: Stopper) -> None:
             )
             upstream_label = f"sandbox ({url})"
         app = create_app(settings)
+        open_files, _ = raise_open_file_limit()
         try:
             runner = await start_site(
                 app,
                 server.host,
                 server.port,
                 reuse_port=server.workers > 1,
+                max_connections=client_connection_limit(open_files, server.max_client_connections),
+                keepalive_timeout=server.idle_timeout_s,
                 handler_cancellation=True,
                 shutdown_timeout=server.shutdown_timeout_s,
                 access_log=logging.getLogger("aiohttp.access") if server.access_log else None,
