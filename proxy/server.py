@@ -1,4 +1,5 @@
-"""Serving: the listener, `--workers` supervision, signals, and the event-loop choice."""
+"""Serving: the listener, signals, and the event-loop choice (`--workers` supervision is in
+proxy/supervisor.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import ipaddress
 import logging
 import os
 import signal
-import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -22,7 +22,7 @@ from aiohttp.web_request import BaseRequest
 from proxy import __version__
 from proxy.app import create_app
 from proxy.config import Settings
-from proxy.errors import ConfigError, ServeError
+from proxy.errors import ServeError
 from proxy.gateway.headers import redact_query
 from proxy.listener import BoundedSite, client_connection_limit, raise_open_file_limit
 from proxy.sandbox import create_sandbox_app
@@ -173,21 +173,26 @@ async def wait_for_signal() -> None:
     await Stopper().wait()
 
 
-async def serve(settings: Settings, worker: int = 0) -> None:
+async def serve(
+    settings: Settings, *, announce: bool = True, on_ready: Callable[[], None] | None = None
+) -> None:
     """Serve until SIGTERM/SIGINT, then drain: in-flight requests finish and queued rows are
-    written before this returns. Worker 0 prints the one listen line. A signal while starting
-    stops the start cleanly. Rows the drain could not write are a ServeError naming how many."""
+    written before this returns. Prints the one listen line when `announce`; calls `on_ready`
+    once listening. A signal while starting stops the start cleanly. Rows the drain could not
+    write are a ServeError naming how many."""
     check_listen(settings)
     stopper = Stopper()
     try:
-        await _serve(settings, worker, stopper)
+        await _serve(settings, stopper, announce, on_ready)
     except asyncio.CancelledError:
         if not stopper.stopped.is_set():
             raise
         log.info("stopped while starting")
 
 
-async def _serve(settings: Settings, worker: int, stopper: Stopper) -> None:
+async def _serve(
+    settings: Settings, stopper: Stopper, announce: bool, on_ready: Callable[[], None] | None
+) -> None:
     server = settings.server
     logging.getLogger("aiohttp.server").addFilter(MALFORMED_REQUEST_FILTER)
     upstream_label = redact(settings.upstream.url)
@@ -226,7 +231,9 @@ async def _serve(settings: Settings, worker: int, stopper: Stopper) -> None:
         # (a full collection otherwise walks every module and model object, a latency spike).
         gc.freeze()
         host = f"[{server.host}]" if ":" in server.host else server.host
-        if worker == 0:
+        if on_ready is not None:
+            on_ready()
+        if announce:
             workers = f" | {server.workers} workers" if server.workers > 1 else ""
             url = f"http://{host}:{bound_port(runner)}"
             dashboard = f" | dashboard {url}/" if settings.dashboard.enabled else ""
@@ -255,55 +262,6 @@ async def migrate(settings: Settings) -> tuple[str, list[str]]:
         raise ServeError(str(exc)) from exc
     await store.close()
     return store.description, applied
-
-
-def serve_workers(settings: Settings) -> int:
-    """Fork `server.workers` processes that each run serve() on the same port (SO_REUSEPORT).
-
-    Migrations run once here, before the fork. SIGTERM/SIGINT are passed on to every worker,
-    each drains its own log queue, and the exit code is the first non-zero one of the workers.
-    A worker that fails early (port taken, store error) stops the others.
-    """
-    check_listen(settings)
-    if settings.server.port == 0:
-        raise ServeError("--workers needs a fixed --port: every worker binds the same one")
-    run(migrate(settings))
-    sys.stdout.flush()
-    children: list[int] = []
-    for index in range(settings.server.workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                run(serve(settings, worker=index))
-            except (ServeError, ConfigError) as exc:
-                print(f"relaylog: worker {index}: {exc}", file=sys.stderr)
-                code = 1
-            except BaseException:
-                log.exception("worker %d failed", index)
-                code = 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        children.append(pid)
-
-    def relay(signum: int, frame: object) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signum)
-
-    signal.signal(signal.SIGTERM, relay)
-    signal.signal(signal.SIGINT, relay)
-    result = 0
-    while children:
-        pid, status = os.wait()
-        children.remove(pid)
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0 and result == 0:
-            result = code if code > 0 else 1
-            relay(signal.SIGTERM, None)
-    return result
 
 
 async def serve_sandbox(host: str, port: int) -> None:

@@ -1,67 +1,17 @@
-"""proxy/server.py as an operator runs it: `serve --workers` supervision and its signals, the
-access log."""
+"""proxy/server.py as an operator runs it: the access log, client connection bounds."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import sqlite3
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from proxy.config import Settings
-from proxy.errors import ServeError
-from proxy.server import AccessLog, serve_workers
+from proxy.server import AccessLog
 from tests.helpers import start_serve
-
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "from a worker"}]}
-CALLS = 40
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.mark.slow
-async def test_workers_share_the_port_and_all_drain_on_sigterm(tmp_path: Path) -> None:
-    db = tmp_path / "workers.db"
-    port = str(free_port())
-    served = await start_serve(
-        tmp_path, db, "--upstream", "sandbox", "--workers", "2", "--port", port
-    )
-    try:
-        # A connection per call, so the kernel spreads them over both workers' sockets.
-        connector = aiohttp.TCPConnector(force_close=True)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            for n in range(CALLS):
-                headers = {"Helicone-Request-Id": f"worker-{n}"}
-                async with session.post(
-                    f"{served.url}/v1/chat/completions", json=CHAT, headers=headers
-                ) as answer:
-                    assert answer.status == 200
-    finally:
-        assert await served.stop() == 0
-    logs = served.logs()
-    assert logs.count(b"listening on") == 1 and b"| 2 workers" in logs
-    assert logs.count(b"shutting down") == 2
-    with sqlite3.connect(db) as conn:
-        ids = {row[0] for row in conn.execute("SELECT id FROM requests")}
-    conn.close()
-    assert ids == {f"worker-{n}" for n in range(CALLS)}
-
-
-def test_workers_need_a_fixed_port() -> None:
-    settings = Settings.model_validate({"server": {"workers": 2, "port": 0}})
-    with pytest.raises(ServeError, match="fixed --port"):
-        serve_workers(settings)
 
 
 async def test_the_access_log_redacts_credential_query_values(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from proxy.cli.store import Subcommands, add_store_args, settings_from
-from proxy.server import run, serve, serve_workers
+from proxy.server import run, serve
+from proxy.supervisor import serve_workers
 
 
 def add_commands(sub: Subcommands) -> None:
