@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from html import escape as html_escape
+from html import unescape
 from typing import Any
 
 import orjson
@@ -256,3 +257,19 @@ async def test_the_dashboard_can_be_turned_off(make_proxy: ProxyFactory) -> None
     client = await make_proxy(dashboard={"enabled": False})
     response = await client.get("/requests")
     assert response.status == 404
+
+
+async def test_the_api_call_shown_gives_the_same_rows(make_proxy: ProxyFactory) -> None:
+    client = await seeded(make_proxy)
+    html = await page(client, "/requests?feedback=up&score=accuracy>50&user=alice")
+    curl = re.search(r'<pre id="curl">([^<]*)</pre>', html)
+    assert curl is not None
+    command = unescape(curl.group(1))
+    assert command.startswith(f"curl -s {str(client.make_url('')).rstrip('/')}/v1/request/query")
+    body = re.search(r"-d '(.*)'$", command)
+    assert body is not None
+    answer = await client.post("/v1/request/query", data=body.group(1),
+                               headers={"Content-Type": "application/json"})  # fmt: skip
+    payload = await answer.json()
+    assert answer.status == 200, payload
+    assert [row["request_id"] for row in payload["data"]] == row_ids(html) == ["r1"]

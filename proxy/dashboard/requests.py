@@ -103,7 +103,7 @@ def row_view(row: Mapping[str, Any], extras: Sequence[tuple[str, str]]) -> dict[
 
 def curl_command(request: web.Request, tree: Any, limit: int) -> str:
     """The same rows as an API call: POST /v1/request/query with this filter tree."""
-    body = orjson.dumps({"filter": tree, "limit": limit, "sort": "created_at"}).decode()
+    body = orjson.dumps({"filter": tree, "limit": limit, "sort": {"created_at": "desc"}}).decode()
     auth = ' -H "Authorization: Bearer $RELAYLOG_KEY"' if request.app[POLICY].proxy.enabled else ""
     quoted = "'" + body.replace("'", "'\\''") + "'"
     return (

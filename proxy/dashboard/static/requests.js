@@ -334,7 +334,7 @@
 
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
-    const typing = event.target.closest("input, textarea, select, [contenteditable]");
+    const typing = event.target.closest("input:not([type=checkbox]), textarea, select, [contenteditable]");
     if (event.key === "Escape") {
       if (help.open) return;
       if (!drawer.hidden) {
