@@ -273,3 +273,31 @@ async def test_the_api_call_shown_gives_the_same_rows(make_proxy: ProxyFactory) 
     payload = await answer.json()
     assert answer.status == 200, payload
     assert [row["request_id"] for row in payload["data"]] == row_ids(html) == ["r1"]
+
+
+def said(html: str, role: str, text: str) -> bool:
+    """Whether the drawer shows a `role` message whose first text starts with `text`."""
+    message = rf'<li class="msg role-{role}">\s*<span class="role">{role}</span>\s*'
+    return re.search(message + rf'<div class="text">{re.escape(text)}', html) is not None
+
+
+async def test_the_drawer_shows_responses_and_streamed_answers(make_proxy: ProxyFactory) -> None:
+    client = await make_proxy()
+    answered = await client.post(
+        "/v1/responses",
+        json={"model": "gpt-4o-mini", "instructions": "be kind", "input": "responses hello"},
+    )
+    assert answered.status == 200
+    html = await page(client, f"/requests/{answered.headers['helicone-id']}/drawer")
+    assert said(html, "system", "be kind") and said(html, "user", "responses hello")
+    assert said(html, "assistant", "Echo: responses hello")
+    assert not said(html, "assistant", "Echo: nothing like it")
+
+    streamed = await client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "stream": True,
+              "messages": [{"role": "user", "content": "streamed hello"}]},
+    )  # fmt: skip
+    await streamed.read()
+    html = await page(client, f"/requests/{streamed.headers['helicone-id']}/drawer")
+    assert said(html, "user", "streamed hello") and said(html, "assistant", "Echo: streamed hello")

@@ -91,13 +91,23 @@ def _content_parts(content: Any) -> list[Part]:
     return parts
 
 
+def _arguments(arguments: Any) -> str:
+    """A tool call's arguments, indented when they are JSON text (as OpenAI sends them)."""
+    if isinstance(arguments, str):
+        try:
+            return _json(orjson.loads(arguments))
+        except orjson.JSONDecodeError:
+            return arguments
+    return _json(arguments)
+
+
 def _tool_calls(calls: Any) -> list[Part]:
     parts = []
     for call in calls if isinstance(calls, list) else []:
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
-            arguments = function.get("arguments")
-            parts.append(Part("tool_call", _json(arguments), name=str(function.get("name", ""))))
+            name = str(function.get("name", ""))
+            parts.append(Part("tool_call", _arguments(function.get("arguments")), name=name))
     return parts
 
 
@@ -115,7 +125,7 @@ def _chat_message(message: Any) -> Message:
 
 def _responses_item(item: Any) -> Message:
     if isinstance(item, dict) and item.get("type") == "function_call":
-        call = Part("tool_call", _json(item.get("arguments")), name=str(item.get("name", "")))
+        call = Part("tool_call", _arguments(item.get("arguments")), name=str(item.get("name", "")))
         return Message("assistant", [call])
     if isinstance(item, dict) and item.get("type") == "function_call_output":
         result = Part("tool_result", _json(item.get("output")), name=str(item.get("call_id", "")))

@@ -44,6 +44,7 @@
       if (!response.ok) throw new Error(await response.text());
       const data = await response.json();
       count.textContent = data.text;
+      document.getElementById("count-noun").textContent = data.text === "1" ? "request" : "requests";
       count.title = data.capped ? "at least this many; counting stops there" : "";
     } catch (error) {
       count.textContent = "?";
