@@ -181,6 +181,12 @@ def test_a_dataset_made_from_the_filter_exports_its_rows(
             assert len(examples) == len(expected)
             assert all(e["messages"][-1]["role"] == "assistant" for e in examples)
 
+    page.on("dialog", lambda dialog: dialog.accept())  # "Delete the dataset picked?"
+    page.locator("#datasets tr[data-name='picked'] button.delete-dataset").click()
+    expect(page.locator("#datasets tr[data-name='picked']")).to_have_count(0)
+    listed = served.api("POST", "/v1/helicone-dataset/query", {})
+    assert "picked" not in [d["name"] for d in listed]
+
     page.goto(served.url + "/requests?dataset=liked-mini")
     assert shown_ids(page) == expected
     page.locator(f"#rows tr[data-id='{expected[0]}'] input.select").check()
