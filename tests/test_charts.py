@@ -9,20 +9,14 @@ import pytest
 from proxy.dashboard.charts import (
     EMPTY,
     HEIGHT,
-    LABEL_W,
     PLOT_H,
-    RIGHT,
     TOP,
-    WIDTH,
-    Estimate,
     Series,
-    Span,
     column_chart,
-    interval_chart,
     line_chart,
     meter,
     nice_max,
-    timeline,
+    nice_scale,
 )
 from proxy.dashboard.formats import percent
 
@@ -45,6 +39,27 @@ def points(figure: ET.Element) -> list[ET.Element]:
 )
 def test_nice_max(value: float, top: float) -> None:
     assert nice_max(value) == pytest.approx(top)
+
+
+@pytest.mark.parametrize(
+    ("highest", "top", "intervals"),
+    [(0, 1, 4), (3, 3, 3), (8, 8, 4), (50, 60, 3), (0.031, 0.04, 4), (1234, 1500, 3)],
+)
+def test_nice_scale_steps_by_one_two_or_five(highest: float, top: float, intervals: int) -> None:
+    found_top, found_intervals = nice_scale(highest)
+    assert found_top == pytest.approx(top) and found_intervals == intervals
+    assert nice_scale(highest, top=1.0) == (1.0, 4)
+
+
+def test_categories_can_be_shown_with_other_labels() -> None:
+    chart = line_chart(
+        "t", ["2024-05-01T10"], [Series("s", [2])], x_label=lambda key: key[5:10] + " 10:00"
+    )
+    figure = parse(chart)
+    [point] = points(figure)
+    assert point.get("data-x") == "2024-05-01T10"
+    assert point.findtext("title") == "s · 05-01 10:00: 2"
+    assert "05-01 10:00" in [e.findtext("title") for e in figure.iter() if e.tag == "text"]
 
 
 def test_line_chart_points_carry_exact_values_and_tooltips() -> None:
@@ -118,9 +133,10 @@ def test_columns_stack_series_per_category() -> None:
         ("upstream_error", "10:00", "2"),
     ]
     ok, _, error = ((float(r.get("y", "")), float(r.get("height", ""))) for r in rects)
-    # The axis tops at 10 for a highest stack of 8: heights in proportion, the error on top.
-    assert ok[1] == pytest.approx(PLOT_H * 0.6)
-    assert error[1] == pytest.approx(PLOT_H * 0.2)
+    # The axis tops at 8 (four steps of 2) for a highest stack of 8: heights in proportion,
+    # the error on top.
+    assert ok[1] == pytest.approx(PLOT_H * 0.75)
+    assert error[1] == pytest.approx(PLOT_H * 0.25)
     assert error[0] + error[1] == pytest.approx(ok[0])
     assert ok[0] + ok[1] == pytest.approx(TOP + PLOT_H)
     assert float(parse(chart).find(".//svg").get("viewBox", "").split()[3]) == HEIGHT  # type: ignore[union-attr]
@@ -132,8 +148,6 @@ def test_every_logged_string_is_escaped(hostile: str) -> None:
         line_chart(hostile, [hostile, "b"], [Series(hostile, [1, 2], notes=[hostile, ""])]),
         column_chart(hostile, [hostile], [Series(hostile, [3]), Series("x", [1])]),
         meter(1, 2, hostile),
-        timeline(hostile, [Span(hostile, 0, 10, hostile, href=f"/x?{hostile}")]),
-        interval_chart(hostile, [Estimate(hostile, 0.5, 0.4, 0.6, note=hostile)]),
     ]
     for chart in charts:
         assert "<img" not in chart and "<script" not in chart
@@ -171,59 +185,3 @@ def test_meter_is_a_share_clamped_to_the_cell() -> None:
     assert 'width="25.0"' in meter(1, 4, "1 of 4")
     assert 'width="100.0"' in meter(9, 4, "more")
     assert 'width="0.0"' in meter(1, 0, "no maximum")
-
-
-def test_timeline_places_each_span_on_one_time_axis() -> None:
-    spans = [
-        Span("/plan", 0, 400, "plan: 400 ms"),
-        Span("/plan/search", 400, 200, "search: 200 ms", depth=1, href="/r?id=a&b=1"),
-        Span("/answer", 700, 300, "answer", color="#d64f62"),
-    ]
-    figure = parse(timeline("Session", spans))
-    bars = points(figure)
-    assert [(b.get("data-x"), b.get("data-y")) for b in bars] == [
-        ("/plan", "400"),
-        ("/plan/search", "200"),
-        ("/answer", "300"),
-    ]
-    # The axis ends at 1,000 ms (the last span's end): x and width in proportion to it.
-    plot = WIDTH - LABEL_W - RIGHT
-    x, width = (float(bars[1].get(k, "")) for k in ("x", "width"))
-    assert x == pytest.approx(LABEL_W + plot * 0.4, abs=0.1)
-    assert width == pytest.approx(plot * 0.2, abs=0.1)
-    assert bars[2].get("fill") == "#d64f62"
-    links = [e for e in figure.iter() if e.tag == "a"]
-    assert [a.get("href") for a in links] == ["/r?id=a&b=1"]
-    labels = [e for e in figure.iter() if e.tag == "text" and e.findtext("title") == "/plan/search"]
-    assert float(labels[0].get("x", "")) > float(
-        next(e for e in figure.iter() if e.tag == "text" and e.findtext("title") == "/plan").get(
-            "x", ""
-        )
-    ), "a child's label is indented"
-
-
-def test_an_empty_timeline_says_so() -> None:
-    assert parse(timeline("Session", [])).findtext("p") == "No requests in this session."
-
-
-def test_interval_chart_draws_each_rate_with_its_whiskers() -> None:
-    figure = parse(
-        interval_chart(
-            "Positive rate, 95% CI",
-            [Estimate("v1", 0.6, 0.49, 0.70, "80 rated"), Estimate("v2", 0.8, 0.69, 0.88)],
-        )
-    )
-    dots = points(figure)
-    assert [(d.get("data-series"), d.get("data-y"), d.get("data-low")) for d in dots] == [
-        ("v1", "0.6", "0.49"),
-        ("v2", "0.8", "0.69"),
-    ]
-    plot = WIDTH - LABEL_W - RIGHT
-    assert float(dots[1].get("cx", "")) == pytest.approx(LABEL_W + plot * 0.8, abs=0.1)
-    assert dots[0].findtext("title") == "v1: 60.0% (95% CI 49.0% to 70.0%) 80 rated"
-    whiskers = [
-        e for e in figure.iter() if e.tag == "line" and e.get("stroke") == dots[0].get("fill")
-    ]
-    assert sorted({float(e.get("x1", "")) for e in whiskers}) == pytest.approx(
-        [LABEL_W + plot * 0.49, LABEL_W + plot * 0.70], abs=0.1
-    )

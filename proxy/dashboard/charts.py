@@ -1,4 +1,4 @@
-"""SVG charts as escaped markup: lines, columns and stacked columns with axes, tooltips, legends.
+"""SVG charts as escaped markup: lines and stacked columns over time, with axes, tooltips, legends.
 
 Every label, series name and tooltip is logged data (a model, a user id, a property value) and
 goes through markupsafe's escape before it reaches the markup, so a name such as
@@ -11,15 +11,15 @@ its exact value, for the page's script and the browser tests.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup
 
-from proxy.dashboard.formats import Format, ms, number, percent
+from proxy.dashboard.formats import Format, number
 
-WIDTH, HEIGHT = 720, 240
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 12, 40
+WIDTH, HEIGHT = 640, 240
+LEFT, RIGHT, TOP, BOTTOM = 60, 16, 12, 40
 PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 MAX_X_LABELS = 8
 LABEL_CHARS = 18
@@ -36,6 +36,17 @@ PALETTE = (
     "#a0674b",
     "#7a8794",
 )
+# Each outcome's colour wherever outcomes are drawn: ok green, failures warm or grey.
+OUTCOME_COLORS = {
+    "ok": "#3fa66b",
+    "upstream_error": "#d64f62",
+    "timeout": "#e8843a",
+    "upstream_unreachable": "#8e6cc9",
+    "client_cancelled": "#7a8794",
+    "stream_incomplete": "#c9a227",
+    "rejected": "#a0674b",
+    "rate_limited": "#2fa5b0",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +62,8 @@ class Series:
     color: str | None = None
 
 
-def _short(label: str, limit: int = LABEL_CHARS) -> str:
+def short(label: str, limit: int = LABEL_CHARS) -> str:
+    """`label` cut to `limit` characters with an ellipsis (the whole label goes in a title)."""
     return label if len(label) <= limit else label[: limit - 1] + "…"
 
 
@@ -73,9 +85,10 @@ SWATCH = Markup(
 )
 
 
-def _figure(
+def figure(
     title: str, body: Markup, legend: Sequence[tuple[str, str]] = (), kind: str = ""
 ) -> Markup:
+    """A chart in its frame: caption, drawing, and a legend when there are two series or more."""
     legend_html = (
         Markup('<ul class="legend">{}</ul>').format(
             JOIN.join(SWATCH.format(color, name) for name, color in legend)
@@ -90,20 +103,41 @@ def _figure(
 
 def empty(title: str, message: str = EMPTY) -> Markup:
     """The chart's place when there is nothing to draw."""
-    return _figure(title, Markup('<p class="empty">{}</p>').format(message), kind="empty")
+    return figure(title, Markup('<p class="empty">{}</p>').format(message), kind="empty")
 
 
-def _y_axis(top: float, fmt: Format) -> list[Markup]:
+def nice_scale(highest: float, top: float | None = None) -> tuple[float, int]:
+    """The axis top and its number of intervals (at most 5), each 1, 2 or 5 times a power of 10.
+
+    A given `top` (1.0 for a rate) is split in four.
+    """
+    if top is not None:
+        return top, 4
+    if highest <= 0 or not math.isfinite(highest):
+        return 1.0, 4
+    raw = highest / 4
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw * (1 - 1e-9))
+    intervals = max(1, math.ceil(highest / step - 1e-9))
+    return step * intervals, intervals
+
+
+def _y_axis(top: float, intervals: int, tick: Format) -> list[Markup]:
     parts = []
-    for i in range(5):
-        y = TOP + PLOT_H - PLOT_H * i / 4
+    for i in range(intervals + 1):
+        y = TOP + PLOT_H - PLOT_H * i / intervals
         parts.append(
             Markup(
                 '<line class="grid" x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" '
                 'stroke="currentColor" stroke-opacity="0.15"/>'
                 '<text x="{tx}" y="{ty:.1f}" text-anchor="end">{label}</text>'
             ).format(
-                left=LEFT, right=WIDTH - RIGHT, y=y, tx=LEFT - 6, ty=y + 4, label=fmt(top * i / 4)
+                left=LEFT,
+                right=WIDTH - RIGHT,
+                y=y,
+                tx=LEFT - 6,
+                ty=y + 4,
+                label=tick(top * i / intervals),
             )
         )
     return parts
@@ -121,14 +155,14 @@ def _x_axis(categories: Sequence[str], centres: Sequence[float]) -> list[Markup]
             parts.append(
                 Markup(
                     '<text x="{:.1f}" y="{}" text-anchor="middle"><title>{}</title>{}</text>'
-                ).format(x, TOP + PLOT_H + 18, label, _short(label))
+                ).format(x, TOP + PLOT_H + 18, label, short(label))
             )
     return parts
 
 
 def _svg(title: str, parts: Sequence[Markup]) -> Markup:
     return Markup(
-        '<svg class="plot" viewBox="0 0 {} {}" role="img" aria-label="{}" font-size="11" '
+        '<svg class="plot" viewBox="0 0 {} {}" role="img" aria-label="{}" font-size="12" '
         'fill="currentColor">{}</svg>'
     ).format(WIDTH, HEIGHT, title, JOIN.join(parts))
 
@@ -140,15 +174,24 @@ POINT = Markup(
 
 
 def _point(
-    tag: str, shape: Markup, color: str, s: Series, label: str, i: int, value: float, fmt: Format
+    tag: str,
+    shape: Markup,
+    color: str,
+    s: Series,
+    category: tuple[str, str],
+    i: int,
+    value: float,
+    fmt: Format,
 ) -> Markup:
+    """A data point: its shape, exact value, and a tooltip with the category's label."""
+    key, label = category
     note = f" ({s.notes[i]})" if s.notes is not None and s.notes[i] else ""
     return POINT.format(
         tag=tag,
         shape=shape,
         color=color,
         series=s.name,
-        x=label,
+        x=key,
         value=repr(value),
         tooltip=f"{s.name} · {label}: {fmt(value)}{note}",
     )
@@ -168,18 +211,25 @@ def line_chart(
     series: Sequence[Series],
     fmt: Format = number,
     y_max: float | None = None,
+    tick: Format | None = None,
+    x_label: Callable[[str], str] = str,
 ) -> Markup:
-    """One line per series over the categories (time buckets); a None value breaks the line."""
+    """One line per series over the categories (time buckets); a None value breaks the line.
+
+    `fmt` shows values in tooltips, `tick` on the y axis (default `fmt`); `x_label` shows a
+    category (the points' `data-x` keep the category itself).
+    """
     if not categories or not _has_data(series):
         return empty(title)
     highest = max(v for s in series for v in s.values if v is not None)
-    top = y_max if y_max is not None else nice_max(highest)
+    top, intervals = nice_scale(highest, y_max)
     step = PLOT_W / max(1, len(categories) - 1)
     xs = [
         LEFT + PLOT_W / 2 if len(categories) == 1 else LEFT + step * i
         for i in range(len(categories))
     ]
-    parts = _y_axis(top, fmt) + _x_axis(categories, xs)
+    labels = [x_label(c) for c in categories]
+    parts = _y_axis(top, intervals, tick or fmt) + _x_axis(labels, xs)
     colors = _colors(series)
     for s, color in zip(series, colors, strict=True):
         path, pen_down, points = [], False, []
@@ -191,7 +241,9 @@ def line_chart(
             path.append(f"{'L' if pen_down else 'M'}{xs[i]:.1f} {y:.1f}")
             pen_down = True
             shape = Markup('cx="{:.1f}" cy="{:.1f}" r="3.5"').format(xs[i], y)
-            points.append(_point("circle", shape, color, s, categories[i], i, value, fmt))
+            points.append(
+                _point("circle", shape, color, s, (categories[i], labels[i]), i, value, fmt)
+            )
         if path:
             parts.append(
                 Markup('<path d="{}" fill="none" stroke="{}" stroke-width="2"/>').format(
@@ -200,7 +252,7 @@ def line_chart(
             )
         parts.extend(points)
     legend = [(s.name, c) for s, c in zip(series, colors, strict=True)]
-    return _figure(title, _svg(title, parts), legend, kind="line")
+    return figure(title, _svg(title, parts), legend, kind="line")
 
 
 def column_chart(
@@ -208,16 +260,19 @@ def column_chart(
     categories: Sequence[str],
     series: Sequence[Series],
     fmt: Format = number,
+    tick: Format | None = None,
+    x_label: Callable[[str], str] = str,
 ) -> Markup:
     """Columns per category, the series stacked on one another (one series: plain columns)."""
     if not categories or not _has_data(series):
         return empty(title)
     totals = [sum(s.values[i] or 0.0 for s in series) for i in range(len(categories))]
-    top = nice_max(max(totals))
+    top, intervals = nice_scale(max(totals))
     slot = PLOT_W / len(categories)
     width = max(1.0, min(48.0, slot * 0.7))
     centres = [LEFT + slot * (i + 0.5) for i in range(len(categories))]
-    parts = _y_axis(top, fmt) + _x_axis(categories, centres)
+    labels = [x_label(c) for c in categories]
+    parts = _y_axis(top, intervals, tick or fmt) + _x_axis(labels, centres)
     colors = _colors(series)
     bases = [0.0] * len(categories)
     for s, color in zip(series, colors, strict=True):
@@ -230,9 +285,9 @@ def column_chart(
             shape = Markup('x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}"').format(
                 centres[i] - width / 2, y, width, height
             )
-            parts.append(_point("rect", shape, color, s, categories[i], i, value, fmt))
+            parts.append(_point("rect", shape, color, s, (categories[i], labels[i]), i, value, fmt))
     legend = [(s.name, c) for s, c in zip(series, colors, strict=True)]
-    return _figure(title, _svg(title, parts), legend, kind="columns")
+    return figure(title, _svg(title, parts), legend, kind="columns")
 
 
 def meter(value: float, highest: float, label: str) -> Markup:
@@ -244,138 +299,3 @@ def meter(value: float, highest: float, label: str) -> Markup:
         '<rect width="100" height="8" fill="currentColor" fill-opacity="0.1"/>'
         '<rect width="{width:.1f}" height="8" fill="{color}"/></svg>'
     ).format(label=label, width=share * 100, color=PALETTE[0])
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """One bar of a timeline: starts `start_ms` after the first, lasts `duration_ms`.
-
-    `depth` indents the label (a session tree's nesting); `href` links the bar.
-    """
-
-    label: str
-    start_ms: float
-    duration_ms: float
-    tooltip: str
-    depth: int = 0
-    href: str | None = None
-    color: str = PALETTE[0]
-
-
-ROW_H = 22
-LABEL_W = 220
-
-
-def _x_grid(height: float, label: Format) -> list[Markup]:
-    """Five vertical grid lines right of the label column, labelled with `label(share)`."""
-    return [
-        Markup(
-            '<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" stroke="currentColor" '
-            'stroke-opacity="0.15"/><text x="{x:.1f}" y="{ty}" text-anchor="middle">{label}</text>'
-        ).format(
-            x=LABEL_W + (WIDTH - LABEL_W - RIGHT) * i / 4,
-            top=TOP,
-            bottom=height - BOTTOM,
-            ty=height - BOTTOM + 18,
-            label=label(i / 4),
-        )
-        for i in range(5)
-    ]
-
-
-def timeline(title: str, spans: Sequence[Span]) -> Markup:
-    """A bar per span on one time axis, labels on the left: a session's requests in order."""
-    if not spans:
-        return empty(title, "No requests in this session.")
-    end = max(s.start_ms + max(s.duration_ms, 0.0) for s in spans)
-    top = nice_max(end)
-    width = WIDTH - LABEL_W - RIGHT
-    height = TOP + ROW_H * len(spans) + BOTTOM
-    parts = _x_grid(height, lambda share: ms(top * share))
-    for row, span in enumerate(spans):
-        y = TOP + ROW_H * row
-        x = LABEL_W + width * span.start_ms / top
-        bar = max(2.0, width * max(span.duration_ms, 0.0) / top)
-        shape = Markup(
-            '<rect class="point" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{}" fill="{}" '
-            'data-x="{}" data-y="{}"><title>{}</title></rect>'
-        ).format(
-            x, y + 4, bar, ROW_H - 8, span.color, span.label, repr(span.duration_ms), span.tooltip
-        )
-        if span.href is not None:
-            shape = Markup('<a href="{}">{}</a>').format(span.href, shape)
-        parts.append(
-            Markup('<text x="{:.1f}" y="{:.1f}"><title>{}</title>{}</text>{}').format(
-                4 + 12 * min(span.depth, 8),
-                y + ROW_H / 2 + 4,
-                span.label,
-                _short(span.label, 30 - 2 * min(span.depth, 8)),
-                shape,
-            )
-        )
-    svg = Markup(
-        '<svg class="plot timeline" viewBox="0 0 {} {}" role="img" aria-label="{}" '
-        'font-size="11" fill="currentColor">{}</svg>'
-    ).format(WIDTH, height, title, JOIN.join(parts))
-    return _figure(title, svg, kind="timeline")
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """A rate and its 95% interval, for one row of an interval chart."""
-
-    label: str
-    value: float
-    low: float
-    high: float
-    note: str = ""
-
-
-def interval_chart(title: str, rows: Sequence[Estimate], fmt: Format = percent) -> Markup:
-    """Each row's value as a dot with its interval as whiskers, on one 0-1 axis."""
-    if not rows:
-        return empty(title)
-    width = WIDTH - LABEL_W - RIGHT
-    height = TOP + ROW_H * 2 * len(rows) + BOTTOM
-    parts = _x_grid(height, fmt)
-    for row, estimate in enumerate(rows):
-        y = TOP + ROW_H * (2 * row + 1)
-        low, value, high = (
-            LABEL_W + width * max(0.0, min(1.0, v))
-            for v in (estimate.low, estimate.value, estimate.high)
-        )
-        tooltip = f"{estimate.label}: {fmt(estimate.value)} (95% CI {fmt(estimate.low)} to "
-        tooltip += f"{fmt(estimate.high)}){' ' + estimate.note if estimate.note else ''}"
-        color = PALETTE[row % len(PALETTE)]
-        parts.append(
-            Markup(
-                '<text x="4" y="{ty:.1f}"><title>{label}</title>{short}</text>'
-                '<line x1="{low:.1f}" x2="{high:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="{color}" '
-                'stroke-width="2"/><line x1="{low:.1f}" x2="{low:.1f}" y1="{y0:.1f}" y2="{y1:.1f}" '
-                'stroke="{color}" stroke-width="2"/><line x1="{high:.1f}" x2="{high:.1f}" '
-                'y1="{y0:.1f}" y2="{y1:.1f}" stroke="{color}" stroke-width="2"/>'
-                '<circle class="point" cx="{value:.1f}" cy="{y:.1f}" r="5" fill="{color}" '
-                'data-series="{label}" data-y="{raw}" data-low="{raw_low}" data-high="{raw_high}">'
-                "<title>{tooltip}</title></circle>"
-            ).format(
-                ty=y + 4,
-                label=estimate.label,
-                short=_short(estimate.label, 30),
-                low=low,
-                high=high,
-                y=y,
-                y0=y - 6,
-                y1=y + 6,
-                color=color,
-                value=value,
-                raw=repr(estimate.value),
-                raw_low=repr(estimate.low),
-                raw_high=repr(estimate.high),
-                tooltip=tooltip,
-            )
-        )
-    svg = Markup(
-        '<svg class="plot intervals" viewBox="0 0 {} {}" role="img" aria-label="{}" '
-        'font-size="11" fill="currentColor">{}</svg>'
-    ).format(WIDTH, height, title, JOIN.join(parts))
-    return _figure(title, svg, kind="intervals")
