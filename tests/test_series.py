@@ -11,6 +11,7 @@ from proxy.dashboard.series import (
     OTHER,
     TOP_SERIES,
     axis,
+    bucket_label,
     positive_rate,
     rated_note,
     series,
@@ -73,3 +74,9 @@ def test_unrated_cells_have_no_rate() -> None:
     groups = [group({"day": "2024-05-01"}, 0, 0)]
     categories, names, cells = split(groups, "day", None, lambda g: 1)
     assert series(categories, names, cells, positive_rate)[0].values == [None]
+
+
+def test_bucket_labels() -> None:
+    assert bucket_label("day")("2024-05-01") == "May 1"
+    assert bucket_label("day")("2024-11-18") == "Nov 18"
+    assert bucket_label("hour")("2024-05-01T09") == "05-01 09:00"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 Format = Callable[[float], str]
 
@@ -20,24 +19,23 @@ def percent(value: float) -> str:
     return f"{value * 100:.1f}%"
 
 
+def whole_percent(value: float) -> str:
+    """0.75 -> "75%", for an axis."""
+    return f"{value * 100:.0f}%"
+
+
 def ms(value: float) -> str:
     """412.4 -> "412 ms"; 12500 -> "12.50 s"."""
     return f"{value / 1000:.2f} s" if value >= 10_000 else f"{value:,.0f} ms"
 
 
 def usd(value: float) -> str:
-    """0 -> "$0"; 0.000123 -> "$0.000123"; 1234.5 -> "$1,234.50"."""
+    """0 -> "$0"; 0.0000072 -> "$0.000007"; 0.0357 -> "$0.0357"; 1234.5 -> "$1,234.50"."""
     if value == 0:
         return "$0"
-    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4g}"
-
-
-def when(value: str | None) -> str:
-    """A stored UTC timestamp as "2024-05-01 10:00:00 UTC"; "" for none."""
-    if not value:
-        return ""
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    return "$" + (f"{value:.6f}".rstrip("0").rstrip(".") if abs(value) >= 5e-7 else "<0.000001")
 
 
 def optional(fmt: Format) -> Callable[[float | None], str]:
@@ -54,5 +52,4 @@ FILTERS: dict[str, Callable[..., str]] = {
     "percent": optional(percent),
     "ms": optional(ms),
     "usd": optional(usd),
-    "when": when,
 }

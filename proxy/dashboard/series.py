@@ -42,6 +42,13 @@ def axis(unit: str, keys: Iterable[str]) -> list[str]:
     return [(first + step * i).strftime(FORMATS[unit]) for i in range(count)]
 
 
+def bucket_label(unit: str) -> Callable[[str], str]:
+    """How a chart shows a bucket: "Nov 18" for a day, "11-18 10:00" for an hour."""
+    if unit == "day":
+        return lambda key: bucket_time("day", key).strftime("%b %d").replace(" 0", " ")
+    return lambda key: f"{key[5:10]} {key[11:13]}:00"
+
+
 def label(value: Any) -> str:
     """A group key part as text; a missing value (no user, no property) as "(none)"."""
     return NONE_LABEL if value is None else str(value)
