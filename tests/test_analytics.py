@@ -7,9 +7,14 @@ from typing import Any
 
 import pytest
 
-from storage import Store, open_store
+from storage import Row, Store, open_store
 from storage.errors import QueryError
-from storage.query.analytics import distinct_keys, score_distributions, top_values
+from storage.query.analytics import (
+    distinct_keys,
+    recent_negatives,
+    score_distributions,
+    top_values,
+)
 from storage.query.filters import compile_filter
 from tests.logbook import fill
 
@@ -133,3 +138,39 @@ async def test_score_distributions_under_a_filter(store: Store) -> None:
         (str(v), 1 if v in (0, 10) else 0) for v in range(11)
     ]
     assert len(await score_distributions(store, mini, limit=2)) == 2
+
+
+async def test_recent_negatives_newest_rating_first(store: Store) -> None:
+    await store.write_batch(
+        [
+            Row(
+                id="r7",
+                created_at="2024-05-04T09:00:00.000Z",
+                method="POST",
+                path="/v1/chat/completions",
+                model="gpt-4o",
+                user_id="dan",
+                prompt_preview="Where is my refund?",
+                answer_preview="Echo: Where is my refund?",
+            )
+        ]
+    )
+    await store.upsert_feedback("r7", False, "did not answer")
+    await store.upsert_feedback("r1", True, "still good")
+    found = await recent_negatives(store, ALL)
+    assert [(n["id"], n["comment"]) for n in found] == [("r7", "did not answer"), ("r2", None)]
+    assert found[0] == {
+        "id": "r7",
+        "created_at": "2024-05-04T09:00:00.000Z",
+        "model": "gpt-4o",
+        "user_id": "dan",
+        "prompt_preview": "Where is my refund?",
+        "answer_preview": "Echo: Where is my refund?",
+        "rated_at": found[0]["rated_at"],
+        "comment": "did not answer",
+    }
+    assert found[0]["rated_at"] >= found[1]["rated_at"]
+    mini = compile_filter({"request": {"model": {"equals": "gpt-4o"}}})
+    assert [n["id"] for n in await recent_negatives(store, mini, limit=1)] == ["r7"]
+    with pytest.raises(QueryError, match="limit must be 1-100"):
+        await recent_negatives(store, ALL, limit=0)
