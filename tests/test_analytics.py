@@ -11,11 +11,13 @@ from storage import Row, Store, open_store
 from storage.errors import QueryError
 from storage.query.analytics import (
     distinct_keys,
+    rated_over_time,
     recent_negatives,
     score_distributions,
     top_values,
 )
 from storage.query.filters import compile_filter
+from storage.query.stats import request_stats
 from tests.logbook import fill
 
 ALL = compile_filter("all")
@@ -174,3 +176,30 @@ async def test_recent_negatives_newest_rating_first(store: Store) -> None:
     assert [n["id"] for n in await recent_negatives(store, mini, limit=1)] == ["r7"]
     with pytest.raises(QueryError, match="limit must be 1-100"):
         await recent_negatives(store, ALL, limit=0)
+
+
+@pytest.mark.parametrize(
+    "dimensions",
+    [["day"], ["day", "model"], ["day", "user"], ["day", "property:PROMPT_VERSION"], ["model"]],
+)
+@pytest.mark.parametrize("tree", ["all", {"request": {"status": {"lt": 500}}}])
+async def test_rated_over_time_is_request_stats_feedback(
+    store: Store, dimensions: list[str], tree: object
+) -> None:
+    condition = compile_filter(tree)
+    stats = await request_stats(store, condition, dimensions)
+    expected = {
+        tuple(g["key"].values()): (g["feedback"]["count"], g["feedback"]["positive"])
+        for g in stats["groups"]
+        if g["feedback"]["count"]
+    }
+    found = await rated_over_time(store, condition, dimensions)
+    assert {
+        tuple(g["key"].values()): (g["feedback"]["count"], g["feedback"]["positive"]) for g in found
+    } == expected
+    assert expected, "the log has ratings in every grouping"
+
+
+async def test_rated_over_time_checks_its_dimensions(store: Store) -> None:
+    with pytest.raises(QueryError, match="cannot group by"):
+        await rated_over_time(store, ALL, ["day; DROP TABLE feedback"])

@@ -1,18 +1,21 @@
-"""What the dashboard's analytics need beyond request_stats: score distributions, top values,
-the most recent negative feedback, and the property keys and score names in the store.
+"""What the dashboard's analytics need beyond request_stats: ratings over time from the rated
+rows alone, score distributions, top values, the most recent negative feedback, and the
+property keys and score names in the store.
 
-Every value, property key and score name is a bound parameter, and every result is bounded by
-a limit: a store with a million rows and thousands of distinct users still answers a short list.
+Every value, property key and score name is a bound parameter, and every list is bounded by a
+limit: a store with a million rows and thousands of distinct users still answers a short list.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from storage import Store
 from storage.errors import QueryError
 from storage.query.filters import ALL, Condition
-from storage.query.stats import PROPERTY_PREFIX
+from storage.query.stats import PROPERTY_PREFIX, Grouping, check_dimensions
 
 # Top lists group by one of these, or by `property:NAME`.
 TOP_COLUMNS = {"model": "r.model", "user": "r.user_id", "session": "r.session_id"}
@@ -101,14 +104,56 @@ async def top_values(
     return [{"value": row["value"], "requests": int(row["requests"])} for row in rows]
 
 
+@dataclass(slots=True)
+class Histogram:
+    """One score name's bins: a bin per value for a small integer range, else BINS equal-width
+    bins [low, high) from min to max (the last one closed), or one bin for a single value."""
+
+    low: float
+    high: float
+    integral: bool
+
+    def edges(self) -> list[float]:
+        if self.integral:
+            return [float(v) for v in range(int(self.low), int(self.high) + 2)]
+        if self.high == self.low:
+            return [self.low, self.high]
+        return [self.low + (self.high - self.low) * i / BINS for i in range(BINS + 1)]
+
+    def index_sql(self) -> tuple[str, list[Any]]:
+        """SQL for a value's bin: the inner edges at or below it (for integers: the value)."""
+        if self.integral:
+            return "s.value", []
+        inner = self.edges()[1:-1]
+        if not inner:
+            return "0", []
+        parts = " + ".join(
+            "CASE WHEN s.value >= CAST(? AS DOUBLE PRECISION) THEN 1 ELSE 0 END" for _ in inner
+        )
+        return f"({parts})", inner
+
+    def bins(self, counts: dict[int, int]) -> list[dict[str, Any]]:
+        edges = self.edges()
+        out = []
+        for i in range(len(edges) - 1):
+            low, high = edges[i], edges[i + 1]
+            key = int(low) if self.integral else i
+            if self.integral:
+                label, high = str(int(low)), low
+            elif self.high == self.low:
+                label = f"{low:.4g}"
+            else:
+                label = f"{low:.4g} to {high:.4g}"
+            out.append({"label": label, "low": low, "high": high, "count": counts.get(key, 0)})
+        return out
+
+
 async def score_distributions(
     store: Store, condition: Condition, limit: int = 12
 ) -> list[dict[str, Any]]:
-    """Per score name among the matching rows: count, avg, min, max and a histogram.
-
-    Integer scores over a small range (booleans, 1-5 stars) get a bin per value; others
-    BINS equal-width bins from min to max, each bin [low, high) and the last one closed.
-    """
+    """Per score name among the matching rows, most scored first: count, avg, min, max and a
+    histogram (see Histogram). Two queries, whatever the number of names: the figures, then
+    every name's bins in one pass with each name's edges as parameters."""
     names = await store.fetch(
         "SELECT s.name AS name, COUNT(*) AS count, SUM(s.value) AS total, MIN(s.value) AS low, "
         "MAX(s.value) AS high, SUM(CASE WHEN s.value <> ROUND(s.value) THEN 1 ELSE 0 END) "
@@ -116,81 +161,38 @@ async def score_distributions(
         "GROUP BY s.name ORDER BY COUNT(*) DESC, s.name LIMIT ?",
         [*condition.params, _bounded(limit)],
     )
-    out = []
+    if not names:
+        return []
+    shapes = {}
     for row in names:
-        count, low, high = int(row["count"]), _number(row["low"]), _number(row["high"])
+        low, high = _number(row["low"]), _number(row["high"])
         integral = not int(_number(row["fractional"])) and high - low < MAX_INTEGER_BINS
-        bins = (
-            await _value_bins(store, condition, row["name"], low, high)
-            if integral
-            else await _width_bins(store, condition, row["name"], low, high)
-        )
-        out.append(
-            {
-                "name": row["name"],
-                "count": count,
-                "avg": round(_number(row["total"]) / count, 6),
-                "min": low,
-                "max": high,
-                "bins": bins,
-            }
-        )
-    return out
-
-
-async def _value_bins(
-    store: Store, condition: Condition, name: str, low: float, high: float
-) -> list[dict[str, Any]]:
+        shapes[row["name"]] = Histogram(low, high, integral)
+    cases, case_params = [], []
+    for name, shape in shapes.items():
+        sql, params = shape.index_sql()
+        cases.append(f"WHEN ? THEN {sql}")
+        case_params += [name, *params]
+    marks = ", ".join("?" for _ in shapes)
     rows = await store.fetch(
-        "SELECT s.value AS value, COUNT(*) AS count "
-        f"{joined('scores s', 's.request_id', condition)} AND s.name = ? GROUP BY s.value",
-        [*condition.params, name],
+        f"SELECT s.name AS name, CASE s.name {' '.join(cases)} END AS bin, COUNT(*) AS count "
+        f"{joined('scores s', 's.request_id', condition)} AND s.name IN ({marks}) "
+        "GROUP BY s.name, bin",
+        [*case_params, *condition.params, *shapes],
     )
-    counts = {int(_number(row["value"])): int(row["count"]) for row in rows}
+    counts: dict[str, dict[int, int]] = {name: {} for name in shapes}
+    for row in rows:
+        counts[row["name"]][int(_number(row["bin"]))] = int(row["count"])
     return [
         {
-            "label": str(value),
-            "low": float(value),
-            "high": float(value),
-            "count": counts.get(value, 0),
+            "name": row["name"],
+            "count": int(row["count"]),
+            "avg": round(_number(row["total"]) / int(row["count"]), 6),
+            "min": _number(row["low"]),
+            "max": _number(row["high"]),
+            "bins": shapes[row["name"]].bins(counts[row["name"]]),
         }
-        for value in range(int(low), int(high) + 1)
-    ]
-
-
-async def _width_bins(
-    store: Store, condition: Condition, name: str, low: float, high: float
-) -> list[dict[str, Any]]:
-    if high == low:
-        rows = await store.fetch(
-            f"SELECT COUNT(*) AS count {joined('scores s', 's.request_id', condition)} "
-            "AND s.name = ?",
-            [*condition.params, name],
-        )
-        return [{"label": f"{low:.4g}", "low": low, "high": high, "count": int(rows[0]["count"])}]
-    edges = [low + (high - low) * i / BINS for i in range(BINS + 1)]
-    below = ", ".join(
-        f"SUM(CASE WHEN s.value < CAST(? AS DOUBLE PRECISION) THEN 1 ELSE 0 END) AS c{i}"
-        for i in range(1, BINS)
-    )
-    rows = await store.fetch(
-        f"SELECT COUNT(*) AS total, {below} {joined('scores s', 's.request_id', condition)} "
-        "AND s.name = ?",
-        [*edges[1:BINS], *condition.params, name],
-    )
-    cumulative = [
-        0,
-        *(int(_number(rows[0][f"c{i}"])) for i in range(1, BINS)),
-        int(rows[0]["total"]),
-    ]
-    return [
-        {
-            "label": f"{edges[i]:.4g} to {edges[i + 1]:.4g}",
-            "low": edges[i],
-            "high": edges[i + 1],
-            "count": cumulative[i + 1] - cumulative[i],
-        }
-        for i in range(BINS)
+        for row in names
     ]
 
 
@@ -211,3 +213,30 @@ async def recent_negatives(
         [*condition.params, _bounded(limit)],
     )
     return [dict(row) for row in rows]
+
+
+async def rated_over_time(
+    store: Store, condition: Condition, dimensions: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Rated and positive requests per group of `dimensions` (a time bucket, and optionally a
+    model, user or property), in request_stats' group shape: {"key", "feedback"}.
+
+    The same numbers as request_stats' groups, read from the rated rows alone: a split by a
+    property or a user has no rollup, and this reads the feedback (a few percent of the rows)
+    instead of every request.
+    """
+    check_dimensions(dimensions)
+    grouping = Grouping.of(dimensions)
+    rows = await store.fetch(
+        f"SELECT {grouping.select()}COUNT(*) AS rated, SUM(f.rating) AS positive "
+        f"FROM feedback f JOIN requests r ON r.id = f.request_id {grouping.join} "
+        f"WHERE {condition.sql}" + grouping.group_by(),
+        [*grouping.params, *condition.params],
+    )
+    return [
+        {
+            "key": dict(zip(dimensions, grouping.key(row), strict=True)),
+            "feedback": {"count": int(row["rated"]), "positive": int(_number(row["positive"]))},
+        }
+        for row in rows
+    ]
