@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -88,7 +89,15 @@ class SQLiteStore(SqlStore):
         await self.open()
 
     async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        # A cancelled open (a signal while serve starts) must still close what it opened: the
+        # connection's thread would otherwise outlive the event loop.
+        opening = asyncio.ensure_future(aiosqlite.connect(self.path, isolation_level=None))
+        try:
+            conn = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await (await opening).close()
+            raise
         try:
             conn.row_factory = sqlite3.Row
             await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

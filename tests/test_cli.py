@@ -17,7 +17,8 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.cli import configure_logging, main
+from proxy.cli import main
+from proxy.cli.command import configure_logging
 from tests.helpers import LISTEN, Served, clean_env, scrape, start_serve
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "from the cli test"}]}
@@ -327,8 +328,13 @@ async def test_serve_on_a_taken_port_says_so_and_exits_1(tmp_path: Path) -> None
 
 
 def _holds_open(pid: int, path: Path) -> bool:
-    fds = Path(f"/proc/{pid}/fd")
-    return any(str(path) in os.readlink(fd) for fd in fds.iterdir() if fd.exists())
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if str(path) in os.readlink(fd):
+                return True
+        except FileNotFoundError:  # closed since it was listed
+            continue
+    return False
 
 
 @pytest.mark.slow
@@ -350,6 +356,24 @@ async def test_ctrl_c_while_starting_stops_cleanly(tmp_path: Path) -> None:
     assert process.returncode == 0, err.decode()
     assert b"listening" not in out
     assert "Traceback" not in err.decode() and "stopped while starting" in err.decode()
+
+
+@pytest.mark.slow
+async def test_ctrl_c_in_a_read_command_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    """SIGINT while `requests` waits for a store another connection holds locked."""
+    db = tmp_path / "busy.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        process = await relaylog("requests", "--db", str(db))
+        async with asyncio.timeout(30):
+            while not _holds_open(process.pid, db):
+                await asyncio.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        holder.close()
+    assert (process.returncode, out, err) == (130, b"", b"")
 
 
 @pytest.mark.slow
