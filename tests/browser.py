@@ -200,14 +200,27 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh context (no cookies, no storage) at 1280 x 800 in the light scheme."""
+    """A fresh context (no cookies, no storage) at 1280 x 800 in the light scheme.
+
+    The test fails if a page broke the Content-Security-Policy (an inline script or style) or
+    threw a script error.
+    """
     context = browser.new_context(viewport=VIEWPORT, color_scheme="light", accept_downloads=True)
     context.set_default_timeout(TIMEOUT_MS)
     tab = context.new_page()
+    problems: list[str] = []
+    tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    tab.on(
+        "console",
+        lambda message: (
+            problems.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
     try:
         yield tab
     finally:
         context.close()
+    assert problems == [], problems
 
 
 def screenshot(page: Page, name: str) -> list[Path]:
