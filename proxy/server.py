@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import gc
 import importlib.util
 import ipaddress
@@ -181,6 +182,10 @@ async def serve(
     once listening. A signal while starting stops the start cleanly. Rows the drain could not
     write are a ServeError naming how many."""
     check_listen(settings)
+    # A store that cannot be written under SQLite's shared-memory mapping (an immutable or
+    # vanished file, a full disk) can end the process with SIGBUS: say so on stderr, with the
+    # Python stack, instead of dying without a line.
+    faulthandler.enable()
     stopper = Stopper()
     try:
         await _serve(settings, stopper, announce, on_ready)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,17 @@ async def test_idle_and_slow_header_connections_are_closed_and_a_flood_is_refuse
     finally:
         assert await served.stop() == 0
     assert b"refused 1 client connections at the limit of 2" in served.logs()
+
+
+@pytest.mark.slow
+async def test_a_fatal_signal_such_as_sigbus_is_reported_on_stderr(tmp_path: Path) -> None:
+    # SQLite's WAL index is memory-mapped: an unwritable or vanished store can raise SIGBUS.
+    served = await start_serve(tmp_path, tmp_path / "relaylog.db", "--upstream", "sandbox")
+    try:
+        served.process.send_signal(signal.SIGBUS)
+        assert await asyncio.wait_for(served.process.wait(), 30) == -signal.SIGBUS
+    finally:
+        await served.kill()
+    stderr = served.stderr.read_text()
+    assert "Fatal Python error: Bus error" in stderr
+    assert "Current thread" in stderr or "Thread 0x" in stderr
