@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -174,6 +175,19 @@ async def wait_for_signal() -> None:
     await Stopper().wait()
 
 
+def _report_fatal_signals() -> None:
+    """Turn on faulthandler on the process's real stderr. When stderr has been replaced by an
+    object without a file descriptor (an embedding application, a captured stream), the
+    original descriptor is used; with none at all, fatal signals go unreported."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                faulthandler.enable(file=stream)
+                return
+        except (AttributeError, ValueError, OSError):
+            continue
+
+
 async def serve(
     settings: Settings, *, announce: bool = True, on_ready: Callable[[], None] | None = None
 ) -> None:
@@ -185,7 +199,7 @@ async def serve(
     # A store that cannot be written under SQLite's shared-memory mapping (an immutable or
     # vanished file, a full disk) can end the process with SIGBUS: say so on stderr, with the
     # Python stack, instead of dying without a line.
-    faulthandler.enable()
+    _report_fatal_signals()
     stopper = Stopper()
     try:
         await _serve(settings, stopper, announce, on_ready)
