@@ -19,8 +19,9 @@ class Store(Protocol):
 
     description: str
 
-    async def open(self) -> list[str]:
-        """Connect and bring the schema up to date; return the migrations applied."""
+    async def open(self, *, create: bool = True) -> list[str]:
+        """Connect and bring the schema up to date; return the migrations applied. With
+        `create=False` a database without relaylog's schema is NoStore and is left as it was."""
 
     async def close(self) -> None: ...
 

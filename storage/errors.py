@@ -2,6 +2,7 @@
 
 StoreError          the store could not complete an operation (busy, unreachable, full)
   RowRejected       the store refused the data itself; retrying cannot help
+  NoStore           a read opened a place that holds no relaylog store (nothing is created)
 QueryError          (ValueError) a filter, cursor, grouping or export option is invalid
   FilterError       a filter tree node that cannot be compiled; names the bad node
 UnknownDataset      (LookupError) no dataset has that id or name
@@ -17,6 +18,10 @@ class StoreError(Exception):
 
 class RowRejected(StoreError):
     """The store refused the data itself (constraint, type, encoding); retrying cannot help."""
+
+
+class NoStore(StoreError):
+    """The database opened holds no relaylog schema, and the caller asked not to create one."""
 
 
 class QueryError(ValueError):

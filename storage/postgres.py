@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from storage.errors import RowRejected, StoreError
+from storage.errors import NoStore, RowRejected, StoreError
 from storage.migrations import POSTGRES
 from storage.models import redact
-from storage.sql import SqlStore, Tx
+from storage.sql import SCHEMA_PROBE, SqlStore, Tx
 
 try:
     import asyncpg
@@ -81,10 +81,10 @@ class PostgresStore(SqlStore):
         self.pool_size = pool_size
         self._pool: Any = None
 
-    async def open(self) -> list[str]:
+    async def open(self, *, create: bool = True) -> list[str]:
         settings = {"search_path": self.schema} if self.schema else {}
         try:
-            if self.schema:
+            if self.schema and create:
                 conn = await asyncpg.connect(self.dsn)
                 try:
                     await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
@@ -95,6 +95,9 @@ class PostgresStore(SqlStore):
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"cannot open {self.description}: {exc}") from exc
+        if not create and not await self.fetch(SCHEMA_PROBE["postgres"]):
+            await self.close()
+            raise NoStore(f"no relaylog store in {self.description} (no relaylog tables there)")
         return await self.migrate()
 
     async def close(self) -> None:

@@ -26,6 +26,12 @@ from storage.rollups import COLUMNS, SELECT_COLUMNS, Deltas
 # SQLite's default limit on `?` parameters in one statement is 999 on old builds.
 ID_CHUNK = 500
 IDS = "{ids}"
+# Whether a database holds relaylog's schema: its migrations table, in the schema in use.
+SCHEMA_PROBE = {
+    "sqlite": "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'relaylog_migrations'",
+    "postgres": "SELECT 1 FROM information_schema.tables"
+    " WHERE table_schema = current_schema() AND table_name = 'relaylog_migrations'",
+}
 Statement = tuple[str, list[Any]]
 
 # What write_batch reads of the rows it replaces: their rollup columns and body digest.

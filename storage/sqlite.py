@@ -14,9 +14,9 @@ from typing import Any
 
 import aiosqlite
 
-from storage.errors import RowRejected, StoreError
+from storage.errors import NoStore, RowRejected, StoreError
 from storage.migrations import SQLITE
-from storage.sql import SqlStore, Tx
+from storage.sql import SCHEMA_PROBE, SqlStore, Tx
 
 log = logging.getLogger("relaylog.store")
 
@@ -107,21 +107,36 @@ class SQLiteStore(SqlStore):
             raise
         return conn
 
-    async def open(self) -> list[str]:
+    async def open(self, *, create: bool = True) -> list[str]:
         parent = Path(self.path).parent
         if self.path != ":memory:" and not parent.is_dir():
             raise StoreError(f"directory {parent} does not exist")
+        if not create and (self.path == ":memory:" or self._file_identity() is None):
+            raise NoStore(f"no relaylog store at {self.path}")
         try:
             self._write = await self._connect()
+            if not create:
+                await self._require_schema(self._write)
             await self._write.execute("PRAGMA journal_mode = WAL")
             applied = await self.migrate()
             self._read = await self._connect()
             if self.path != ":memory:":
                 self._identity = self._file_identity()
+        except NoStore:
+            await self.close()
+            raise
         except (sqlite3.Error, StoreError) as exc:
             await self.close()
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         return applied
+
+    async def _require_schema(self, conn: aiosqlite.Connection) -> None:
+        """A file that is not a relaylog store (empty, or another application's database) is
+        left exactly as it was: checked before WAL mode or any migration touches it."""
+        async with conn.execute(SCHEMA_PROBE["sqlite"]) as cursor:
+            found = await cursor.fetchone()
+        if found is None:
+            raise NoStore(f"{self.path} is not a relaylog store (no relaylog tables in it)")
 
     async def close(self) -> None:
         self._identity = None

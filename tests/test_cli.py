@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 
 from proxy.cli import main
 from proxy.cli.command import configure_logging
+from tests.conftest import POSTGRES_URL
 from tests.helpers import LISTEN, Served, clean_env, scrape, start_serve
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "from the cli test"}]}
@@ -121,7 +123,9 @@ def test_show_unknown_id_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["migrate", "--db", db]) == 0
     capsys.readouterr()
     assert main(["show", "nope", "--db", db]) == 1
-    assert capsys.readouterr().err == f"relaylog: no logged request with id 'nope' in sqlite:{db}\n"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"relaylog: no logged request with id 'nope' in sqlite:{db}"
+    )
 
 
 STORE_COMMANDS = [
@@ -146,9 +150,59 @@ def test_commands_other_than_serve_and_migrate_never_create_a_store(
     db = tmp_path / "typo.db"
     assert main([*command, "--db", str(db)]) == 1
     assert capsys.readouterr().err == (
-        f"relaylog: no relaylog store at {db}; pass --db or run relaylog serve first\n"
+        f"relaylog: no relaylog store at {db}; pass --db, or run relaylog serve or migrate first\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
+def test_a_file_that_is_not_a_store_is_left_as_it_was(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "notes.db"
+    db.write_bytes(b"")
+    assert main([*command, "--db", str(db)]) == 1
+    assert f"{db} is not a relaylog store" in capsys.readouterr().err
+    assert db.read_bytes() == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
+def test_commands_other_than_serve_and_migrate_never_create_a_postgresql_schema(
+    command: list[str], postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*command, "--db", postgres_url]) == 1
+    assert "no relaylog store in postgresql://" in capsys.readouterr().err
+    schema = postgres_url.rsplit("schema=", 1)[1]
+
+    async def schema_exists() -> bool:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            found = await conn.fetchval(
+                "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", schema
+            )
+        finally:
+            await conn.close()
+        return bool(found)
+
+    assert not asyncio.run(schema_exists())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["requests"], ["show", "r1"], ["stats"], ["export"], ["dataset", "list"], ["cache", "stats"]],
+    ids=" ".join,
+)
+def test_every_store_command_names_the_store_it_read_on_stderr(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "relaylog.db")
+    assert main(["migrate", "--db", db]) == 0
+    capsys.readouterr()
+    main([*command, "--db", db])
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"relaylog: store sqlite:{db}\n")
+    assert "sqlite:" not in captured.out
 
 
 @pytest.mark.usefixtures("bare_env")
@@ -178,7 +232,9 @@ def test_export_names_the_store_it_read(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["migrate", "--db", db]) == 0
     capsys.readouterr()
     assert main(["export", "--db", db]) == 0
-    assert capsys.readouterr().err == f"exported 0 of 0 rows (sqlite:{db})\n"
+    assert capsys.readouterr().err == (
+        f"relaylog: store sqlite:{db}\nexported 0 of 0 rows (sqlite:{db})\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -390,5 +446,6 @@ async def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
     _, err = await asyncio.wait_for(process.communicate(), 30)
     assert (process.returncode, err) == (
         0,
-        b"relaylog: no logged request matches in sqlite:" + db.encode() + b"\n",
+        b"relaylog: store sqlite:%s\nrelaylog: no logged request matches in sqlite:%s\n"
+        % (db.encode(), db.encode()),
     )

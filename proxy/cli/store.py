@@ -4,16 +4,15 @@ a command against a store that exists (only `serve` and `migrate` create one).""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TypeAlias
 
 from proxy.config import Settings, load_settings
 from proxy.errors import CommandFailed
 from proxy.server import run
 from storage import Store, open_store
-from storage.errors import StoreError
-from storage.sqlite import SQLiteStore
+from storage.errors import NoStore, StoreError
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """What `ArgumentParser.add_subparsers()` returns; each command module adds its parsers to it."""
@@ -36,13 +35,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), flags)
 
 
-def require_store(store: Store) -> None:
-    """A SQLite path that names no file is a mistake, not a store to create: say which path."""
-    if not isinstance(store, SQLiteStore) or store.path == ":memory:" or Path(store.path).exists():
-        return
-    raise CommandFailed(f"no relaylog store at {store.path}; pass --db or run relaylog serve first")
-
-
 def store_command(work: StoreWork) -> Handler:
     """A handler that opens the existing store the flags name, runs `work` on it, then closes it."""
 
@@ -57,15 +49,19 @@ async def _on_store(settings: Settings, work: StoreWork, args: argparse.Namespac
         store = open_store(settings.store.db)
     except StoreError as exc:
         raise CommandFailed(str(exc)) from exc
-    require_store(store)
     try:
-        await store.open()
+        # Only serve and migrate create a store: a wrong --db must not leave an empty one behind.
+        await store.open(create=False)
+    except NoStore as exc:
+        await store.close()
+        raise CommandFailed(f"{exc}; pass --db, or run relaylog serve or migrate first") from exc
     except StoreError as exc:
         await store.close()
         raise CommandFailed(str(exc)) from exc
     except BaseException:
         await store.close()
         raise
+    print(f"relaylog: store {store.description}", file=sys.stderr)
     try:
         return await work(store, args)
     finally:
