@@ -1,6 +1,7 @@
 """What the dashboard's analytics need beyond request_stats: ratings over time from the rated
-rows alone, score distributions, top values, the most recent negative feedback, and the
-property keys and score names in the store.
+rows alone (by day or hour, split by a dimension's most rated values), score distributions,
+top values, the most recent negative feedback, and the property keys and score names in the
+store.
 
 Every value, property key and score name is a bound parameter, and every list is bounded by a
 limit: a store with a million rows and thousands of distinct users still answers a short list.
@@ -15,7 +16,7 @@ from typing import Any, Literal
 from storage import Store
 from storage.errors import QueryError
 from storage.query.filters import ALL, Condition
-from storage.query.stats import PROPERTY_PREFIX, Grouping, check_dimensions
+from storage.query.stats import DIMENSIONS, PROPERTY_PREFIX, Grouping, check_dimensions
 
 # Top lists group by one of these, or by `property:NAME`.
 TOP_COLUMNS = {"model": "r.model", "user": "r.user_id", "session": "r.session_id"}
@@ -240,3 +241,61 @@ async def rated_over_time(
         }
         for row in rows
     ]
+
+
+# The time buckets of rated_split: a day as request_stats' "day", or an hour.
+BUCKETS = {"hour": "substr(r.created_at, 1, 13)", "day": DIMENSIONS["day"]}
+TOP_SPLIT = 6
+
+
+async def rated_split(
+    store: Store, condition: Condition, unit: str, by: str | None = None, top: int = TOP_SPLIT
+) -> list[dict[str, Any]]:
+    """Rated and positive requests per hour or day (`unit`), split by `by` (a dimension or
+    `property:NAME`): its `top` most rated values, each its own group, and the rest together.
+
+    Groups as rated_over_time's, {"key": {unit: bucket, by: value}, "feedback", "rest"}, where
+    the rest's value is None and "rest" true; a row without a value is None with "rest" false.
+    However many users or property values the rated rows hold, the answer is at most
+    buckets x (top + 2) groups.
+    """
+    if unit not in BUCKETS:
+        raise QueryError(f"bucket by {', '.join(BUCKETS)}, not {unit!r}")
+    source = "FROM feedback f JOIN requests r ON r.id = f.request_id"
+    if by is None:
+        rows = await store.fetch(
+            f"SELECT {BUCKETS[unit]} AS g_bucket, COUNT(*) AS rated, SUM(f.rating) AS positive "
+            f"{source} WHERE {condition.sql} GROUP BY g_bucket",
+            condition.params,
+        )
+        return [_split_group(row, unit, None) for row in rows]
+    check_dimensions([by])
+    grouping = Grouping.of([by])
+    column = grouping.columns[0]
+    ranked = await store.fetch(
+        f"SELECT {column} AS g_value, COUNT(*) AS rated {source} {grouping.join} "
+        f"WHERE ({condition.sql}) AND {column} IS NOT NULL "
+        f"GROUP BY {column} ORDER BY COUNT(*) DESC, {column} LIMIT ?",
+        [*grouping.params, *condition.params, _bounded(top)],
+    )
+    values = [row["g_value"] for row in ranked]
+    listed = f"{column} IN ({', '.join('?' for _ in values)})" if values else "1 = 0"
+    rows = await store.fetch(
+        f"SELECT {BUCKETS[unit]} AS g_bucket, CASE WHEN {listed} THEN {column} END AS g_value, "
+        f"CASE WHEN {column} IS NULL OR {listed} THEN 0 ELSE 1 END AS g_rest, "
+        f"COUNT(*) AS rated, SUM(f.rating) AS positive {source} {grouping.join} "
+        f"WHERE {condition.sql} GROUP BY g_bucket, g_value, g_rest",
+        [*values, *values, *grouping.params, *condition.params],
+    )
+    return [_split_group(row, unit, by) for row in rows]
+
+
+def _split_group(row: dict[str, Any], unit: str, by: str | None) -> dict[str, Any]:
+    key = {unit: row["g_bucket"]}
+    if by is not None:
+        key[by] = row["g_value"]
+    return {
+        "key": key,
+        "feedback": {"count": int(row["rated"]), "positive": int(_number(row["positive"]))},
+        "rest": by is not None and bool(int(row["g_rest"])),
+    }
