@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.dashboard import auth, datasets, requests, users
+from proxy.dashboard import analytics, auth, datasets, requests, users
 from proxy.dashboard.filters import filter_bar, unparsed
 from proxy.dashboard.render import NavItem, render, signed_in
 from proxy.state import DASHBOARD_NAV, RECORDER, SETTINGS
@@ -65,6 +65,7 @@ PAGES: tuple[Page, ...] = (
     Page("/requests/count", requests.count, "request_count", part=True),
     Page("/requests/{id:[^/]+}", requests.detail_page, "request_detail"),
     Page("/requests/{id:[^/]+}/drawer", requests.drawer, "request_drawer", part=True),
+    Page("/analytics", analytics.page, "analytics", nav="Analytics"),
     Page("/users", users.page, "users", nav="Users"),
     Page("/datasets", datasets.page, "datasets", nav="Datasets"),
     Page("/login", auth.login_form, "login", open=True),
