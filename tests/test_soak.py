@@ -3,9 +3,11 @@ responses, and memory stops growing once warm.
 
 A leak grows memory with every round of the same work; allocator and cache settling grows it in the
 first rounds, and a busy machine (a deeper log queue) adds an occasional step, not one per round.
-So the gate compares the median growth per round after warm-up with the growth of the warm-up round
-itself, both measured here, once each round's rows are written.
-RELAYLOG_SOAK_ROUNDS sets the number of rounds (default 8, of ROUND_REQUESTS requests each).
+Settling also runs on for a round or two after the first, longer on a loaded machine, while a leak
+adds the same amount every round to the last. So the gate compares the median growth per round over
+the later half of the rounds with the growth of the warm-up round itself, both measured here, once
+each round's rows are written.
+RELAYLOG_SOAK_ROUNDS sets the number of rounds (default 12, of ROUND_REQUESTS requests each).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pytest
 from tests.helpers import heap_bytes, scrape, start_serve
 
 pytestmark = pytest.mark.slow
-ROUNDS = max(4, int(os.environ.get("RELAYLOG_SOAK_ROUNDS", "8")))
+ROUNDS = max(6, int(os.environ.get("RELAYLOG_SOAK_ROUNDS", "12")))
 ROUND_REQUESTS = 1000
 CONNECTIONS = 16
 FAULT_EVERY = 100
@@ -107,7 +109,7 @@ async def test_soak_at_full_rate_with_injected_faults(tmp_path: Path) -> None:
         outcomes = dict(conn.execute("SELECT outcome, count(*) FROM requests GROUP BY outcome"))
     conn.close()
     warm_up, *steps = [after - before for before, after in itertools.pairwise(heap)]
-    typical = statistics.median(steps)
+    typical = statistics.median(steps[len(steps) // 2 :])
     print(
         f"\nsoak: {ROUNDS} rounds, {responses} responses, {rows} rows, answers {dict(seen)}, "
         f"outcomes {outcomes}; heap {heap[0] / 2**20:.1f} MiB at start, warm-up round "
@@ -120,7 +122,7 @@ async def test_soak_at_full_rate_with_injected_faults(tmp_path: Path) -> None:
     assert outcomes["upstream_error"] == seen["500"] + seen["429"]
     assert metrics["relaylog_log_rows_dropped_total"] == 0
     assert typical <= warm_up * GROWTH_SHARE, (
-        f"memory grows with work: a round adds {typical / 2**10:.0f} KiB (median), "
+        f"memory grows with work: a later round adds {typical / 2**10:.0f} KiB (median), "
         f"the warm-up round added {warm_up / 2**10:.0f} KiB"
     )
     logs = served.logs()
