@@ -4,6 +4,7 @@ session tree, session feedback through the API, and logged strings that stay tex
 
 from __future__ import annotations
 
+import asyncio
 import re
 from html import unescape
 from typing import Any
@@ -17,7 +18,15 @@ from tests.helpers import Client, ProxyFactory
 XSS = "<img src=x onerror=alert(1)>"
 
 
-async def chat(client: Client, text: str, model: str = "gpt-4o-mini", **headers: str) -> str:
+def auth(key: str | None) -> dict[str, str]:
+    return (
+        {} if key is None else {"Authorization": f"Bearer {key}", "Helicone-Auth": f"Bearer {key}"}
+    )
+
+
+async def chat(
+    client: Client, text: str, model: str = "gpt-4o-mini", key: str | None = None, **headers: str
+) -> str:
     """One chat completion through relaylog; `headers` by Helicone name without the prefix
     (User_Id -> Helicone-User-Id); returns the request id."""
     sent = {
@@ -25,12 +34,12 @@ async def chat(client: Client, text: str, model: str = "gpt-4o-mini", **headers:
         for k, v in headers.items()
     }
     body = {"model": model, "messages": [{"role": "user", "content": text}]}
-    answer = await client.post("/v1/chat/completions", json=body, headers=sent)
+    answer = await client.post("/v1/chat/completions", json=body, headers={**sent, **auth(key)})
     await answer.read()
     return answer.headers["helicone-id"]
 
 
-async def seed(client: Client) -> dict[str, str]:
+async def seed(client: Client, key: str | None = None) -> dict[str, str]:
     """Chats by three users (one an XSS string) in two sessions, an upstream error, feedback;
     the request ids by name."""
     ids = {}
@@ -42,15 +51,20 @@ async def seed(client: Client) -> dict[str, str]:
         ("cheap", "/plan/hotels/cheap", "bob"),
         ("book", "/book", "alice"),
     ]:
-        ids[name] = await chat(client, f"{name} please", User_Id=user, Session_Path=path, **trip)
+        ids[name] = await chat(
+            client, f"{name} please", key=key, User_Id=user, Session_Path=path, **trip
+        )
+        await asyncio.sleep(0.002)  # each a millisecond of its own: the tree follows time
     ids["xss"] = await chat(
-        client, "hostile", model="gpt-4o", User_Id=XSS, Session_Id="evil", Session_Name=XSS,
-        Session_Path="/" + XSS,
+        client, "hostile", model="gpt-4o", key=key, User_Id=XSS, Session_Id="evil",
+        Session_Name=XSS, Session_Path="/" + XSS,
     )  # fmt: skip
-    ids["error"] = await chat(client, "fails", User_Id="bob", fault="status=500")
-    ids["lone"] = await chat(client, "no user")
+    ids["error"] = await chat(client, "fails", key=key, User_Id="bob", fault="status=500")
+    ids["lone"] = await chat(client, "no user", key=key)
     for name, rating in [("plan", True), ("flights", True), ("hotels", False), ("xss", False)]:
-        rated = await client.post(f"/v1/request/{ids[name]}/feedback", json={"rating": rating})
+        rated = await client.post(
+            f"/v1/request/{ids[name]}/feedback", json={"rating": rating}, headers=auth(key)
+        )
         assert rated.status == 200, await rated.text()
     return ids
 
@@ -59,7 +73,8 @@ async def seeded(
     make_proxy: ProxyFactory, **sections: dict[str, Any]
 ) -> tuple[Client, dict[str, str]]:
     client = await make_proxy(**sections)
-    return client, await seed(client)
+    keys = sections.get("auth", {}).get("proxy_keys")
+    return client, await seed(client, keys[0] if keys else None)
 
 
 async def page(client: Client, path: str, status: int = 200) -> str:
@@ -148,3 +163,106 @@ async def test_users_empty_and_slow(make_proxy: ProxyFactory) -> None:
     assert "matches this filter" in await page(client, "/users?model=none")
     slow = await make_proxy(dashboard={"query_timeout_s": 1e-9})
     assert "narrow the time range" in await page(slow, "/users?since=24h", 503)
+
+
+SESSION_ROW = re.compile(
+    r'<tr data-session="([^"]*)">.*?<td class="num requests">([^<]*)</td>', re.DOTALL
+)
+TREE_LINE = re.compile(
+    r'<li class="(request|node) depth-(\d)" data-path="([^"]*)"(?: data-id="([^"]*)")?>'
+)
+
+
+async def test_sessions_match_the_stats_api_and_search(make_proxy: ProxyFactory) -> None:
+    client, _ = await seeded(make_proxy)
+    html = await page(client, "/sessions")
+    assert XSS not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    listed = [(unescape(s), n) for s, n in SESSION_ROW.findall(html)]
+    assert [s for s, _ in listed] == ["evil", "trip-1"]
+    for session_id, requests in listed:
+        wanted = await stats(client, {"request": {"session_id": {"equals": session_id}}})
+        assert int(requests) == wanted["requests"]
+    trip = await stats(client, {"request": {"session_id": {"equals": "trip-1"}}})
+    assert trip["requests"] == 5 and f"{trip['tokens']['total']:,}" in html
+    assert [s for s, _ in SESSION_ROW.findall(await page(client, "/sessions?search=TRIP"))] == [
+        "trip-1"
+    ]
+    by_bob = SESSION_ROW.findall(await page(client, "/sessions?user=bob"))
+    assert by_bob == [("trip-1", "2")]
+    assert "No session matches" in await page(client, "/sessions?search=nothing")
+
+
+async def test_a_session_is_a_tree_of_its_paths_with_links_to_each_drawer(
+    make_proxy: ProxyFactory,
+) -> None:
+    client, ids = await seeded(make_proxy)
+    html = await page(client, "/sessions/trip-1")
+    lines = [(kind, int(depth), path, rid) for kind, depth, path, rid in TREE_LINE.findall(html)]
+    assert lines == [
+        ("request", 0, "/plan", ids["plan"]),
+        ("request", 1, "/plan/flights", ids["flights"]),
+        ("request", 1, "/plan/hotels", ids["hotels"]),
+        ("request", 2, "/plan/hotels/cheap", ids["cheap"]),
+        ("request", 0, "/book", ids["book"]),
+    ]
+    drawer = f'href="/requests/{ids["cheap"]}?session=trip-1"'
+    assert html.count(drawer) == 2  # the tree line and its timeline bar
+    assert html.count('class="point"') == 5 and "Requests over the session" in html
+    opened = await page(client, f"/requests/{ids['cheap']}?session=trip-1")
+    assert 'id="detail"' in opened and "cheap please" in opened
+    assert "Plan a trip" in html and "not rated" in html
+
+    evil = await page(client, "/sessions/evil")
+    assert XSS not in evil and evil.count("&lt;img src=x onerror=alert(1)&gt;") >= 3
+    assert "no request of session" in await page(client, "/sessions/nope", 404)
+
+
+def gapped() -> list[Row]:
+    """A session whose paths skip a level: /a/b/c with no request at /a or /a/b."""
+    return [
+        Row(id="g1", created_at="2024-06-01T10:00:00.000Z", method="POST", path="/v1/x",
+            outcome="ok", session_id="gap", session_path="/a/b/c", latency_ms=5.0),
+        Row(id="g2", created_at="2024-06-01T10:00:01.000Z", method="POST", path="/v1/x",
+            outcome="timeout", session_id="gap", session_path=None),
+    ]  # fmt: skip
+
+
+async def test_segments_without_requests_still_show_in_the_tree(make_proxy: ProxyFactory) -> None:
+    client, _ = await seeded(make_proxy)
+    await client.app[STORE].write_batch(gapped())
+    html = await page(client, "/sessions/gap")
+    lines = [(kind, int(depth), path, rid) for kind, depth, path, rid in TREE_LINE.findall(html)]
+    assert lines == [
+        ("request", 0, "", "g2"),
+        ("node", 0, "/a", ""),
+        ("node", 1, "/a/b", ""),
+        ("request", 2, "/a/b/c", "g1"),
+    ]
+    assert "(no path)" in html
+
+
+async def test_session_feedback_is_stored_and_read_back(make_proxy: ProxyFactory) -> None:
+    client, ids = await seeded(make_proxy, auth={"proxy_keys": ["sk-ops"]})
+    origin = str(client.make_url("")).rstrip("/")
+    cookies = {"relaylog_key": "sk-ops"}
+    rate = "/v1/session/trip-1/feedback"
+    # What static/sessions.js sends: JSON from the page's origin, with the key cookie.
+    same, evil = {"Origin": origin}, {"Origin": "http://evil.test"}
+    sent = await client.post(rate, json={"rating": False}, headers=same, cookies=cookies)
+    assert sent.status == 200, await sent.text()
+    foreign = await client.post(rate, json={"rating": True}, headers=evil, cookies=cookies)
+    assert foreign.status == 403
+    record = await client.get(f"/v1/request/{ids['hotels']}", cookies=cookies)
+    assert (await record.json())["data"]["session"]["feedback"]["rating"] is False
+    html = await (await client.get("/sessions/trip-1", cookies=cookies)).text()
+    assert 'data-rating="false" aria-pressed="true"' in html and "rated down" in html
+    listed = await (await client.get("/sessions", cookies=cookies)).text()
+    assert 'title="rated down">▼</td>' in listed
+    assert "sessions.js" in html
+
+
+async def test_sessions_empty_and_slow(make_proxy: ProxyFactory) -> None:
+    assert "No sessions yet" in await page(await make_proxy(), "/sessions")
+    client = await make_proxy(dashboard={"query_timeout_s": 1e-9})
+    assert "narrow the time range" in await page(client, "/sessions?since=24h", 503)
+    assert "narrow the time range" in await page(client, "/sessions/trip-1", 503)
