@@ -36,12 +36,15 @@ async def prune_now(app: web.Application) -> PruneReport | None:
     if before is None and bodies is None:
         return None
     report = await prune(app[STORE], before, bodies)
-    if report.requests or report.bodies:
+    if report.requests or report.bodies or report.history or report.history_bodies:
         log.info(
-            "retention: deleted %d exchanges, cleared %d bodies (%d batches)",
+            "retention: deleted %d exchanges, cleared %d bodies (%d batches); "
+            "earlier exchanges of reused ids: deleted %d, cleared %d bodies",
             report.requests,
             report.bodies,
             report.batches,
+            report.history,
+            report.history_bodies,
         )
     return report
 

@@ -4,6 +4,11 @@ Each batch is one short write transaction of at most `batch_rows` requests (with
 properties, feedback and scores), and the pruner pauses between batches, so the log writer
 never waits long for the write lock and logging keeps flowing through a prune of millions of
 rows. Rows that belong to a dataset are kept: a dataset is curated on purpose.
+
+The earlier exchanges of reused ids (request_history) follow the same cutoffs by the time they
+were replaced, which is after they were made: older than `before` they are deleted, older than
+`bodies_before` their request and response bodies are cleared from the kept record. A deleted
+request takes its history with it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from storage.base import Store
 from storage.sql import chunked
 
@@ -21,7 +28,8 @@ PAUSE_S = 0.02
 # Candidates come oldest first by (created_at, id), continuing after the last batch.
 KEEP_DATASET_ROWS = "NOT EXISTS (SELECT 1 FROM dataset_rows dr WHERE dr.request_id = r.id)"
 HAS_BODY = "(r.request_body IS NOT NULL OR r.response_body IS NOT NULL)"
-ROW_TABLES = ("request_properties", "feedback", "scores")
+ROW_TABLES = ("request_properties", "feedback", "scores", "request_history")
+BODY_FIELDS = ("request_body", "response_body")
 
 
 @dataclass(slots=True)
@@ -31,6 +39,9 @@ class PruneReport:
     requests: int = 0
     bodies: int = 0
     sessions: int = 0
+    # Earlier exchanges of reused ids deleted, and those whose bodies were cleared.
+    history: int = 0
+    history_bodies: int = 0
     batches: int = 0
     dry_run: bool = False
 
@@ -39,6 +50,8 @@ class PruneReport:
             "requests": self.requests,
             "bodies": self.bodies,
             "session_feedback": self.sessions,
+            "history": self.history,
+            "history_bodies": self.history_bodies,
             "batches": self.batches,
             "dry_run": self.dry_run,
         }
@@ -125,6 +138,7 @@ async def prune(
                 store, old, [before], _delete, report, batch_rows, pause_s
             )
             report.sessions = await _forget_sessions(store)
+        report.history = await _history(store, before, _drop_history, dry_run, batch_rows, pause_s)
     if bodies_before is not None:
         # In a dry run the rows older than `before` are still there: leave them out.
         bodied = f"r.created_at < ? AND {HAS_BODY} AND {KEEP_DATASET_ROWS}"
@@ -138,7 +152,86 @@ async def prune(
             report.bodies = await _in_batches(
                 store, bodied, params, _clear_bodies, report, batch_rows, pause_s
             )
+        report.history_bodies = await _history(
+            store, bodies_before, _strip_history, dry_run, batch_rows, pause_s, before
+        )
     return report
+
+
+HistoryKey = tuple[str, int]
+HistoryWork = Callable[[Store, list[dict[str, Any]]], Awaitable[int]]
+
+
+async def _history(
+    store: Store,
+    cutoff: str,
+    apply: HistoryWork,
+    dry_run: bool,
+    batch_rows: int,
+    pause_s: float,
+    kept_from: str | None = None,
+) -> int:
+    """Apply `apply` to the history entries replaced before `cutoff` (and, when `kept_from` is
+    given, at or after it: older ones are deleted by the same prune). One pass in primary key
+    order, `batch_rows` entries a transaction; a dry run counts what `apply` would change."""
+    condition, params = "replaced_at < ?", [cutoff]
+    if kept_from is not None and dry_run:
+        condition += " AND replaced_at >= ?"
+        params.append(kept_from)
+    done, after = 0, ("", 0)
+    while True:
+        rows = await store.fetch(
+            "SELECT request_id, seq, record FROM request_history "
+            f"WHERE {condition} AND (request_id > ? OR (request_id = ? AND seq > ?)) "
+            "ORDER BY request_id, seq LIMIT ?",
+            [*params, after[0], after[0], after[1], batch_rows],
+        )
+        if not rows:
+            return done
+        if dry_run:
+            done += sum(1 for r in rows if apply is _drop_history or _has_bodies(r))
+        else:
+            done += await apply(store, rows)
+        after = (rows[-1]["request_id"], int(rows[-1]["seq"]))
+        if len(rows) < batch_rows:
+            return done
+        await asyncio.sleep(pause_s)
+
+
+def _has_bodies(entry: dict[str, Any]) -> bool:
+    record = orjson.loads(entry["record"])
+    return any(record.get(field) is not None for field in BODY_FIELDS)
+
+
+async def _drop_history(store: Store, rows: list[dict[str, Any]]) -> int:
+    await store.transact(
+        [
+            (
+                "DELETE FROM request_history WHERE request_id = ? AND seq = ?",
+                [r["request_id"], r["seq"]],
+            )
+            for r in rows
+        ]
+    )
+    return len(rows)
+
+
+async def _strip_history(store: Store, rows: list[dict[str, Any]]) -> int:
+    statements = []
+    for entry in rows:
+        record = orjson.loads(entry["record"])
+        if not any(record.get(field) is not None for field in BODY_FIELDS):
+            continue
+        record.update(dict.fromkeys(BODY_FIELDS))
+        statements.append(
+            (
+                "UPDATE request_history SET record = ? WHERE request_id = ? AND seq = ?",
+                [orjson.dumps(record).decode(), entry["request_id"], entry["seq"]],
+            )
+        )
+    if statements:
+        await store.transact(statements)
+    return len(statements)
 
 
 async def _forget_sessions(store: Store) -> int:

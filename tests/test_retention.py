@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,46 @@ async def test_serve_prunes_by_the_retention_settings(
         assert loop.time() < deadline, "the periodic prune did not run"
         await asyncio.sleep(0.02)
     assert await ids(served) == ["mid-1", "new-1", "old-kept"]
+
+
+async def test_prune_applies_the_cutoffs_to_earlier_exchanges_of_reused_ids(
+    store_url: str,
+) -> None:
+    store = open_store(store_url)
+    await store.open()
+
+    def call(request_id: str, days_ago: float, n: int) -> Row:
+        return replace(row(request_id, days_ago), request_hash=f"body-{n}")
+
+    # Four calls under one id whose live row is new (three earlier exchanges), and two under an
+    # id whose live row is old.
+    for n in range(4):
+        await store.write_batch([call("reused", 0.1, n)])
+    for n in range(2):
+        await store.write_batch([call("old-reused", 40, n)])
+    now = time.time()
+    for seq, days_ago in ((1, 40), (2, 10), (3, 0.1)):
+        await store.transact(
+            [
+                (
+                    "UPDATE request_history SET replaced_at = ? WHERE request_id = ? AND seq = ?",
+                    [utc_iso(now - days_ago * DAY_S), "reused", seq],
+                )
+            ]
+        )
+    before, bodies = utc_iso(now - 30 * DAY_S), utc_iso(now - 7 * DAY_S)
+
+    dry = await prune(store, before, bodies, dry_run=True)
+    assert (dry.requests, dry.history, dry.history_bodies) == (1, 1, 1)
+    report = await prune(store, before, bodies, batch_rows=1, pause_s=0)
+    assert (report.requests, report.history, report.history_bodies) == (1, 1, 1)
+
+    left = await store.fetch("SELECT request_id, seq, record FROM request_history ORDER BY 1, 2")
+    assert [(r["request_id"], r["seq"]) for r in left] == [("reused", 2), ("reused", 3)]
+    records = [orjson.loads(r["record"]) for r in left]
+    assert (records[0]["request_body"], records[0]["response_body"]) == (None, None)
+    assert records[1]["request_body"] == orjson.loads(CHAT)
+    assert records[0]["id"] == records[1]["id"] == "reused"
+    again = await prune(store, before, bodies)
+    assert (again.history, again.history_bodies) == (0, 0)
+    await store.close()

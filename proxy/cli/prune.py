@@ -69,5 +69,11 @@ async def prune_command(store: Store, args: argparse.Namespace) -> int:
         + f", {'would clear' if args.dry_run else 'cleared'} {report.bodies:,} bodies"
         + (f" before {bodies}" if bodies else "")
         + ("" if args.dry_run else f" ({report.batches:,} batches)")
+        + (
+            f"; earlier exchanges of reused ids: {verb} {report.history:,}, "
+            f"{'would clear' if args.dry_run else 'cleared'} {report.history_bodies:,} bodies"
+            if report.history or report.history_bodies
+            else ""
+        )
     )
     return 0
