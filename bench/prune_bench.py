@@ -6,7 +6,8 @@
 For each store (the SQLite file, a copy of it, is pruned in place; for PostgreSQL the rows are
 copied into a fresh schema first), `relaylog serve --upstream sandbox` runs as a subprocess and
 `--connections` clients send chat calls for `--warmup` seconds, then for as long as a
-`relaylog prune --older-than` (every pre-existing row) runs in another process. It prints calls/s,
+`relaylog prune --older-than` (`--older-than`, default every pre-existing row) runs in another
+process. The PostgreSQL schema is dropped at the end. It prints calls/s,
 latency p50/p99/max and the deepest log queue seen, before and during the prune, and checks that
 every call answered was logged.
 """
@@ -118,7 +119,7 @@ async def run(db: str, workdir: Path, args: argparse.Namespace) -> None:
             "--db",
             db,
             "--older-than",
-            "0m",
+            args.older_than,
             "--json",
             stdout=asyncio.subprocess.PIPE,
             cwd=workdir,
@@ -142,6 +143,15 @@ async def run(db: str, workdir: Path, args: argparse.Namespace) -> None:
     print(f"  calls answered {answered:,}, rows written {written:,}, dropped {dropped:,}")
 
 
+async def drop_schema(url: str) -> None:
+    import asyncpg
+
+    dsn, schema = url.split("?schema=")
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    await conn.close()
+
+
 async def _rows(db: str) -> int:
     store = open_store(db)
     await store.open()
@@ -157,6 +167,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of load before")
     parser.add_argument("--workdir", default="/tmp/relaylog-prune-bench")
+    parser.add_argument(
+        "--older-than", default="0m", help="what the prune deletes (e.g. 80d: the oldest tenth)"
+    )
     args = parser.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -167,8 +180,11 @@ def main() -> None:
     asyncio.run(run(str(copy), workdir, args))
     if args.pg:
         url = f"{args.pg}?schema=prune_bench_{uuid.uuid4().hex[:8]}"
-        asyncio.run(copy_to_postgres(Path(args.db), url))
-        asyncio.run(run(url, workdir, args))
+        try:
+            asyncio.run(copy_to_postgres(Path(args.db), url))
+            asyncio.run(run(url, workdir, args))
+        finally:
+            asyncio.run(drop_schema(url))
 
 
 if __name__ == "__main__":
