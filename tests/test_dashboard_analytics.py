@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import dataclass
 from html import unescape
 from typing import Any
 
 import pytest
 
+from proxy.state import STORE
+from storage import Row
+from storage.models import utc_iso
 from tests.helpers import Client, ProxyFactory
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -211,6 +215,11 @@ async def test_the_latest_negatives_link_into_the_drawer(client: Client) -> None
         ("split=property:", "split must be model, user or property:KEY"),
         ("bucket=week", "bucket must be hour or day"),
         ("feedback=maybe", "expected one of"),
+        ("cmp=both", "cmp must be groups or periods"),
+        ("cmp=periods&cmp_days=0", "cmp_days must be a whole number of days from 1 to 366"),
+        ("cmp=periods&cmp_days=week", "cmp_days must be a whole number of days"),
+        ("cmp=groups&cmp_by=colour&cmp_a=x&cmp_b=y", "cmp_by must be model, user or"),
+        ("cmp=groups&cmp_a=" + "x" * 1025 + "&cmp_b=y", "cmp_a is longer than 1024 characters"),
     ],
 )
 async def test_bad_parameters_are_a_400_that_says_why(
@@ -236,3 +245,94 @@ async def test_a_slow_read_asks_to_narrow_the_time_range(make_proxy: ProxyFactor
     client = await make_proxy(dashboard={"query_timeout_s": 1e-9})
     html = await page(client, "/analytics?split=model&since=7d", 503)
     assert "narrow the time range" in html and '<option value="7d" selected>' in html
+
+
+INTERVAL = re.compile(r'<circle class="point"[^>]* data-series="([^"]*)" data-y="([^"]*)" '
+                      r'data-low="([^"]*)" data-high="([^"]*)"')  # fmt: skip
+
+
+def compared(html: str) -> tuple[str, dict[str, float]]:
+    """The verdict and each group's rate on the interval chart."""
+    verdict = re.search(r'<span class="verdict [^"]*" id="verdict">([^<]*)</span>', html)
+    assert verdict, "no verdict on the page"
+    rates = {unescape(label): float(y) for label, y, _, _ in INTERVAL.findall(html)}
+    return verdict.group(1), rates
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "verdict"),
+    [("gpt-4o-mini", "gpt-4o", "better"), ("gpt-4o", "gpt-4o-mini", "worse")],
+)
+async def test_two_models_compared(client: Client, a: str, b: str, verdict: str) -> None:
+    path = f"/analytics?since=7d&cmp=groups&cmp_by=model&cmp_a={a}&cmp_b={b}"
+    html = await page(client, path)
+    rates = {
+        g["key"]["model"]: g["feedback"]["positive_rate"]
+        for g in (await stats(client, "all", ["model"]))["groups"]
+    }
+    found, shown = compared(html)
+    assert found == verdict
+    assert shown == pytest.approx({f"model = {a}": rates[a], f"model = {b}": rates[b]}, abs=1e-6)
+    difference = re.search(r'id="difference" data-value="([^"]+)"', html)
+    assert difference and float(difference.group(1)) == pytest.approx(rates[b] - rates[a], abs=1e-6)
+    assert f"model = {b} is {verdict} than model = {a}" in html
+    # The filter form keeps the comparison, the comparison forms keep the filter.
+    assert '<input type="hidden" name="cmp_b" value="' + b + '">' in html
+    assert html.count('<input type="hidden" name="since" value="7d">') == 2
+
+
+async def test_prompt_versions_compared_and_few_ratings_are_not_enough(client: Client) -> None:
+    html = await page(
+        client, "/analytics?cmp=groups&cmp_by=property:prompt-version&cmp_a=v1&cmp_b=v2"
+    )
+    verdict, rates = compared(html)
+    assert verdict == "better"
+    assert rates == pytest.approx(
+        {"property prompt-version = v1": 10 / 35, "property prompt-version = v2": 31 / 35}
+    )
+    few = await page(client, "/analytics?cmp=groups&cmp_by=user&cmp_a=u0&cmp_b=u1")
+    verdict, rates = compared(few)
+    assert verdict == "not enough data"
+    assert rates.keys() == {"user = u0", "user = u1"}
+    assert "Not enough data to compare: user = u0 has 8 and user = u1 has 8 rated" in few
+    asked = await page(client, "/analytics?cmp=groups&cmp_by=user&cmp_a=u0")
+    assert "Pick a value of user for A and for B." in asked and 'id="verdict"' not in asked
+    assert '<option value="u0">' in asked  # the store's users are offered
+
+
+async def test_a_hostile_group_value_stays_text(client: Client) -> None:
+    html = await page(
+        client,
+        "/analytics?cmp=groups&cmp_by=property:variant&cmp_b=plain&cmp_a="
+        + "%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E",
+    )
+    verdict, rates = compared(html)
+    assert f"property variant = {HOSTILE}" in rates and verdict == "not enough data"
+    assert "<img" not in html
+
+
+async def test_two_periods_compared(make_proxy: ProxyFactory) -> None:
+    client = await make_proxy()
+    now = time.time()
+    rows = [
+        Row(id=f"p{n:02}", created_at=utc_iso(now - (43_200 if n < 40 else 864_000)),
+            method="POST", path="/v1/chat/completions", status=200, outcome="ok", model="m")
+        for n in range(80)
+    ]  # fmt: skip
+    await client.app[STORE].write_batch(rows)
+    # The last week: 36 of 40 rated up; the week before: 12 of 40.
+    items = [
+        {"request_id": row.id, "rating": n % 40 < (36 if n < 40 else 12)}
+        for n, row in enumerate(rows)
+    ]
+    await api(client, "POST", "/v1/feedback/batch", {"items": items})
+    html = await page(client, "/analytics?since=1h&cmp=periods&cmp_days=7")
+    verdict, rates = compared(html)
+    assert verdict == "better"
+    assert rates == pytest.approx({"the 7 days before": 0.3, "last 7 days": 0.9})
+    assert "The periods replace the filter bar" in html
+    assert "Nothing logged for this filter yet" in html  # nothing in the last hour itself
+    day = await page(client, "/analytics?cmp=periods&cmp_days=1")
+    verdict, rates = compared(day)
+    assert verdict == "not enough data" and rates == pytest.approx({"last day": 0.9})
+    assert "the day before has 0 rated requests" in day

@@ -18,6 +18,7 @@ from markupsafe import Markup
 from multidict import MultiMapping
 
 from proxy.dashboard.charts import Series, column_chart, line_chart
+from proxy.dashboard.comparison import compare_state, comparison_context
 from proxy.dashboard.filters import UrlFilter, filter_bar, url_filter
 from proxy.dashboard.formats import number, percent, whole_percent
 from proxy.dashboard.render import render
@@ -32,6 +33,7 @@ from proxy.dashboard.series import (
     rated_note,
     series,
 )
+from proxy.dashboard.splits import split_choices, split_label, split_of
 from proxy.state import STORE
 from storage import Store
 from storage.errors import QueryError
@@ -44,39 +46,13 @@ from storage.query.analytics import (
 )
 from storage.query.compare import wilson
 from storage.query.filters import Condition, compile_filter
-from storage.query.stats import PROPERTY_PREFIX, request_stats
+from storage.query.stats import request_stats
 
-# Splits by a column of the request; a property is `property:KEY`.
-COLUMN_SPLITS = {"model": "model", "user": "user"}
-MAX_KEY_CHARS = 256
 # With no bucket chosen: days, or hours when the rated rows span at most this many days.
 HOURLY_DAYS = 2
 NEGATIVES = 10
 # The page's own parameters beside the filter bar's.
 VIEW_PARAMS = ("split", "bucket")
-
-
-def split_of(query: MultiMapping[str], name: str = "split") -> str | None:
-    """The URL's split: a dimension of COLUMN_SPLITS or `property:KEY`; None for no split."""
-    value = query.get(name, "").strip()
-    if not value:
-        return None
-    if value in COLUMN_SPLITS:
-        return value
-    key = value.removeprefix(PROPERTY_PREFIX).strip()
-    if not value.startswith(PROPERTY_PREFIX) or not key or len(key) > MAX_KEY_CHARS:
-        raise QueryError(
-            f"{name} must be model, user or {PROPERTY_PREFIX}KEY (a key of at most "
-            f"{MAX_KEY_CHARS} characters), not {value[:80]!r}"
-        )
-    return PROPERTY_PREFIX + key.lower()
-
-
-def split_label(split: str) -> str:
-    """How a split reads in a select and a caption: "model", "user", "property prompt_version"."""
-    if split.startswith(PROPERTY_PREFIX):
-        return f"property {split.removeprefix(PROPERTY_PREFIX)}"
-    return split
 
 
 def bucket_of(query: MultiMapping[str]) -> str | None:
@@ -90,15 +66,6 @@ def bucket_of(query: MultiMapping[str]) -> str | None:
 def view_params(query: MultiMapping[str]) -> list[tuple[str, str]]:
     """The page's own state in the URL (split, bucket), for the other forms to carry along."""
     return [(name, query[name].strip()) for name in VIEW_PARAMS if query.get(name, "").strip()]
-
-
-def split_choices(keys: Sequence[str], chosen: str | None) -> list[tuple[str, str]]:
-    """The split select's (value, label): none, model, user and each property key."""
-    choices = [("", "no split"), *((name, name) for name in COLUMN_SPLITS)]
-    choices += [(PROPERTY_PREFIX + key, f"property {key}") for key in keys]
-    if chosen is not None and chosen not in {value for value, _ in choices}:
-        choices.append((chosen, split_label(chosen)))
-    return choices
 
 
 def _series_name(group: dict[str, Any], split: str | None) -> str:
@@ -204,6 +171,8 @@ async def analytics_context(request: web.Request) -> dict[str, Any]:
         "unit": "",
         "scores": [],
         "negatives": [],
+        "compare_state": compare_state(request.query),
+        "compare": await comparison_context(store, request.query, filt),
     }
     if not stats["feedback"]["count"] and not stats["scores"]:
         return context
