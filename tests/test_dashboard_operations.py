@@ -8,8 +8,11 @@ import asyncio
 import re
 from html import unescape
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import pytest
+
+from proxy.dashboard.formats import ms, usd
 from proxy.sandbox import FAULT_HEADER
 from proxy.state import STORE
 from storage import Row
@@ -43,7 +46,7 @@ async def seed(client: Client, key: str | None = None) -> dict[str, str]:
     """Chats by three users (one an XSS string) in two sessions, an upstream error, feedback;
     the request ids by name."""
     ids = {}
-    trip = {"Session_Id": "trip-1", "Session_Name": "Plan a trip"}
+    trip = {"Session_Id": "trip-1", "Session_Name": "Plan a trip", "Property_App": "planner"}
     for name, path, user in [
         ("plan", "/plan", "alice"),
         ("flights", "/plan/flights", "alice"),
@@ -266,3 +269,90 @@ async def test_sessions_empty_and_slow(make_proxy: ProxyFactory) -> None:
     client = await make_proxy(dashboard={"query_timeout_s": 1e-9})
     assert "narrow the time range" in await page(client, "/sessions?since=24h", 503)
     assert "narrow the time range" in await page(client, "/sessions/trip-1", 503)
+
+
+FIGURE = re.compile(r'<dd id="fig-([a-z0-9]+)">([^<]*)</dd>')
+POINT = re.compile(
+    r'<rect class="point" [^>]*data-series="([^"]*)" data-x="([^"]*)" data-y="([^"]*)"'
+)
+TOP_ROW = re.compile(r'<td class="value"><a href="([^"]*)" title="([^"]*)">')
+
+
+def figures(html: str) -> dict[str, str]:
+    return {name: unescape(value) for name, value in FIGURE.findall(html)}
+
+
+def top_links(html: str, section: str) -> dict[str, list[tuple[str, str]]]:
+    """{value: the query of its link} for one of the top lists."""
+    start = html.index(f'<section class="top" id="{section}">')
+    part = html[start : html.index("</section>", start)]
+    return {unescape(value): query_of(href) for href, value in TOP_ROW.findall(part)}
+
+
+def outcome_columns(html: str) -> dict[str, float]:
+    """The requests per outcome the first chart (requests by outcome) draws, summed."""
+    chart = html[html.index('<figure class="chart columns">') :]
+    chart = chart[: chart.index("</figure>")]
+    drawn: dict[str, float] = {}
+    for series, _, value in POINT.findall(chart):
+        drawn[unescape(series)] = drawn.get(unescape(series), 0.0) + float(value)
+    return drawn
+
+
+@pytest.mark.parametrize(
+    ("query", "tree"),
+    [
+        ("", "all"),
+        ("since=24h&model=gpt-4o-mini", {"request": {"model": {"equals": "gpt-4o-mini"}}}),
+        ("user=bob", {"request": {"user_id": {"equals": "bob"}}}),
+        ("outcome=upstream_error", {"request": {"outcome": {"equals": "upstream_error"}}}),
+    ],
+)
+async def test_operations_match_the_stats_api(
+    make_proxy: ProxyFactory, query: str, tree: Any
+) -> None:
+    client, _ = await seeded(make_proxy)
+    html = await page(client, f"/operations?{query}")
+    wanted = await stats(client, tree, ["outcome"])
+    shown = figures(html)
+    assert shown["requests"] == f"{wanted['requests']:,}"
+    assert shown["errors"].split(" ")[0] == f"{wanted['errors']:,}"
+    assert shown["tokens"] == f"{wanted['tokens']['total']:,}"
+    assert shown["cost"] == usd(wanted["cost_usd"])
+    assert shown["p50"] == ms(wanted["latency_ms"]["p50"])
+    assert shown["p99"] == ms(wanted["latency_ms"]["p99"])
+    by_outcome = {g["key"]["outcome"]: float(g["requests"]) for g in wanted["groups"]}
+    assert outcome_columns(html) == by_outcome
+    for title in ("Latency per hour", "Time to first token per hour", "Tokens per hour",
+                  "Cost per hour"):  # fmt: skip
+        assert f"<figcaption>{title}</figcaption>" in html
+
+
+async def test_operations_links_carry_the_filter(make_proxy: ProxyFactory) -> None:
+    client, _ = await seeded(make_proxy)
+    html = await page(client, "/operations?since=24h&model=gpt-4o-mini")
+    users = top_links(html, "top-users")
+    assert list(users) == ["alice", "bob"]  # three each: by name
+    assert users["bob"] == [("since", "24h"), ("model", "gpt-4o-mini"), ("user", "bob")]
+    models = top_links(html, "top-models")
+    assert models == {"gpt-4o-mini": [("since", "24h"), ("model", "gpt-4o-mini")]}
+    values = top_links(html, "top-values")
+    assert values == {
+        "planner": [("since", "24h"), ("model", "gpt-4o-mini"), ("property", "app=planner")]
+    }
+    listed = await page(client, "/requests?" + urlencode(users["bob"]))
+    assert len(re.findall(r'<tr data-id="', listed)) == 3
+
+    everything = await page(client, "/operations")
+    assert XSS not in everything and "&lt;img src=x onerror=alert(1)&gt;" in everything
+    assert list(top_links(everything, "top-models")) == ["gpt-4o-mini", "gpt-4o"]
+    assert top_links(everything, "top-users")[XSS] == [("user", XSS)]
+
+
+async def test_operations_empty_bad_and_slow(make_proxy: ProxyFactory) -> None:
+    empty = await make_proxy()
+    assert "Nothing logged yet" in await page(empty, "/operations")
+    assert "No requests match this filter" in await page(empty, "/operations?model=nope")
+    assert "bucket must be" in await page(empty, "/operations?bucket=week", 400)
+    slow = await make_proxy(dashboard={"query_timeout_s": 1e-9})
+    assert "narrow the time range" in await page(slow, "/operations?since=7d", 503)

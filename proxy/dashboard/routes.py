@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.dashboard import analytics, auth, datasets, requests, sessions, users
+from proxy.dashboard import analytics, auth, datasets, operations, requests, sessions, users
 from proxy.dashboard.filters import filter_bar, unparsed
 from proxy.dashboard.render import NavItem, render, signed_in
 from proxy.state import DASHBOARD_NAV, RECORDER, SETTINGS
@@ -66,6 +66,7 @@ PAGES: tuple[Page, ...] = (
     Page("/requests/{id:[^/]+}", requests.detail_page, "request_detail"),
     Page("/requests/{id:[^/]+}/drawer", requests.drawer, "request_drawer", part=True),
     Page("/analytics", analytics.page, "analytics", nav="Analytics"),
+    Page("/operations", operations.page, "operations", nav="Operations"),
     Page("/sessions", sessions.page, "sessions", nav="Sessions"),
     Page("/sessions/{id:[^/]+}", sessions.detail, "session_detail"),
     Page("/users", users.page, "users", nav="Users"),
