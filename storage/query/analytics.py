@@ -271,21 +271,18 @@ async def rated_split(
         return [_split_group(row, unit, None) for row in rows]
     check_dimensions([by])
     grouping = Grouping.of([by])
-    column = grouping.columns[0]
-    ranked = await store.fetch(
-        f"SELECT {column} AS g_value, COUNT(*) AS rated {source} {grouping.join} "
-        f"WHERE ({condition.sql}) AND {column} IS NOT NULL "
-        f"GROUP BY {column} ORDER BY COUNT(*) DESC, {column} LIMIT ?",
-        [*grouping.params, *condition.params, _bounded(top)],
-    )
-    values = [row["g_value"] for row in ranked]
-    listed = f"{column} IN ({', '.join('?' for _ in values)})" if values else "1 = 0"
+    # The rated rows are read once (a CTE used twice is materialized): the top values are
+    # ranked from them, then every row is counted under its value or as the rest.
+    ranked = "SELECT v FROM top"
     rows = await store.fetch(
-        f"SELECT {BUCKETS[unit]} AS g_bucket, CASE WHEN {listed} THEN {column} END AS g_value, "
-        f"CASE WHEN {column} IS NULL OR {listed} THEN 0 ELSE 1 END AS g_rest, "
-        f"COUNT(*) AS rated, SUM(f.rating) AS positive {source} {grouping.join} "
-        f"WHERE {condition.sql} GROUP BY g_bucket, g_value, g_rest",
-        [*values, *values, *grouping.params, *condition.params],
+        f"WITH rated AS (SELECT {BUCKETS[unit]} AS b, {grouping.columns[0]} AS v, "
+        f"f.rating AS rating {source} {grouping.join} WHERE {condition.sql}), "
+        "top AS (SELECT v FROM rated WHERE v IS NOT NULL GROUP BY v "
+        "ORDER BY COUNT(*) DESC, v LIMIT ?) "
+        f"SELECT b AS g_bucket, CASE WHEN v IN ({ranked}) THEN v END AS g_value, "
+        f"CASE WHEN v IS NULL OR v IN ({ranked}) THEN 0 ELSE 1 END AS g_rest, "
+        "COUNT(*) AS rated, SUM(rating) AS positive FROM rated GROUP BY g_bucket, g_value, g_rest",
+        [*grouping.params, *condition.params, _bounded(top)],
     )
     return [_split_group(row, unit, by) for row in rows]
 
