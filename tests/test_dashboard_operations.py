@@ -344,6 +344,7 @@ async def test_operations_links_carry_the_filter(make_proxy: ProxyFactory) -> No
     assert len(re.findall(r'<tr data-id="', listed)) == 3
 
     everything = await page(client, "/operations")
+    assert "Sign out" not in everything  # no keys are set: the page says nothing of signing
     assert XSS not in everything and "&lt;img src=x onerror=alert(1)&gt;" in everything
     assert list(top_links(everything, "top-models")) == ["gpt-4o-mini", "gpt-4o"]
     assert top_links(everything, "top-users")[XSS] == [("user", XSS)]

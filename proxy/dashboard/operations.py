@@ -215,7 +215,7 @@ async def operations_context(request: web.Request) -> dict[str, Any]:
         "models": top_list(found["models"], lambda v: narrowed(filt, "model", v)),
         "users": top_list(users, lambda v: narrowed(filt, "user", v)),
         "prop": key or "",
-        "keys": keys if key is None or key in keys else [*keys, key],
+        "prop_keys": keys if key is None or key in keys else [*keys, key],
         "values": top_list(values, lambda v: narrowed(filt, "property", f"{key}={v}")),
         "rollups": scope is not None,
     }
