@@ -60,7 +60,7 @@ async def seed(client: Client, key: str | None = None) -> dict[str, str]:
         await asyncio.sleep(0.002)  # each a millisecond of its own: the tree follows time
     ids["xss"] = await chat(
         client, "hostile", model="gpt-4o", key=key, User_Id=XSS, Session_Id="evil",
-        Session_Name=XSS, Session_Path="/" + XSS,
+        Session_Name=XSS, Session_Path="/" + XSS, Property_App=XSS,
     )  # fmt: skip
     ids["error"] = await chat(client, "fails", key=key, User_Id="bob", fault="status=500")
     ids["lone"] = await chat(client, "no user", key=key)
@@ -336,10 +336,17 @@ async def test_operations_links_carry_the_filter(make_proxy: ProxyFactory) -> No
     assert users["bob"] == [("since", "24h"), ("model", "gpt-4o-mini"), ("user", "bob")]
     models = top_links(html, "top-models")
     assert models == {"gpt-4o-mini": [("since", "24h"), ("model", "gpt-4o-mini")]}
-    values = top_links(html, "top-values")
+    assert 'data-url="/operations/values?since=24h&amp;model=gpt-4o-mini&amp;prop=app"' in html
+    values = top_links(await page(client, "/operations/values?since=24h&model=gpt-4o-mini"),
+                       "top-values")  # fmt: skip
     assert values == {
         "planner": [("since", "24h"), ("model", "gpt-4o-mini"), ("property", "app=planner")]
     }
+    assert top_links(await page(client, "/operations/values?prop=nope"), "top-values") == {}
+    every_value = await page(client, "/operations/values")
+    assert XSS not in every_value and top_links(every_value, "top-values")[XSS] == [
+        ("property", f"app={XSS}")
+    ]
     listed = await page(client, "/requests?" + urlencode(users["bob"]))
     assert len(re.findall(r'<tr data-id="', listed)) == 3
 
@@ -355,5 +362,8 @@ async def test_operations_empty_bad_and_slow(make_proxy: ProxyFactory) -> None:
     assert "Nothing logged yet" in await page(empty, "/operations")
     assert "No requests match this filter" in await page(empty, "/operations?model=nope")
     assert "bucket must be" in await page(empty, "/operations?bucket=week", 400)
+    assert "No properties logged" in await page(empty, "/operations/values")
     slow = await make_proxy(dashboard={"query_timeout_s": 1e-9})
     assert "narrow the time range" in await page(slow, "/operations?since=7d", 503)
+    narrow = await page(slow, "/operations/values?since=7d", 503)
+    assert narrow.startswith("This view took longer")  # a short text for the page script

@@ -15,7 +15,15 @@ from storage.errors import QueryError
 from storage.models import OUTCOMES
 from storage.query.analytics import top_values
 from storage.query.filters import compile_filter, conjoin
-from storage.query.operations import Piece, Scope, Unit, operations, pieces, top_property_values
+from storage.query.operations import (
+    Piece,
+    Scope,
+    Unit,
+    operations,
+    pieces,
+    top_property_values,
+    top_users,
+)
 from storage.query.stats import request_stats
 
 START = datetime(2024, 5, 1, 21, 0, 0)
@@ -44,6 +52,7 @@ def traffic() -> list[Row]:
                 completion_tokens=rng.randint(0, 300),
                 cost_usd=None if n % 5 == 0 else rng.uniform(0, 0.01),
                 properties={} if n % 6 == 0 else {"app": ("chat", "search", "mail")[n % 4 % 3]},
+                user_id=None if n % 7 == 0 else f"user-{n % 4}",
             )
         )
     return rows
@@ -163,3 +172,15 @@ async def test_top_property_values_agree_with_top_values(store: Store, scope: Sc
     assert await top_property_values(store, condition, "nope") == []
     with pytest.raises(QueryError, match="limit must be"):
         await top_property_values(store, condition, "app", 0)
+
+
+async def test_top_users_from_the_rollup_or_the_rows(store: Store) -> None:
+    everything = await top_users(store, compile_filter("all"), 3)
+    every_row = compile_filter({"request": {"created_at": {"gte": "2000-01-01"}}})
+    assert everything == await top_users(store, every_row, 3)
+    assert [row["value"] for row in everything] == ["user-1", "user-0", "user-2"]
+    late = compile_filter({"request": {"created_at": {"gte": "2024-05-03T00:00:00Z"}}})
+    found = await top_users(store, late)
+    assert sum(row["requests"] for row in found) == sum(
+        1 for row in traffic() if row.user_id and row.created_at >= "2024-05-03"
+    )

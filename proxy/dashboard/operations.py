@@ -4,7 +4,9 @@ values, each a link into the requests list with that value added to the filter.
 
 The figures are storage.query.operations' (the rollups when the filter is a time range,
 models and outcomes; the matching rows otherwise); the top users come from rollup_users
-without a filter, and from the matching rows with one.
+without a filter, and from the matching rows with one. The top property values, the slowest
+to count over a long range, are a part the page script fetches (static/operations.js), so a
+slow count says "narrow the time range" in its box while the charts are shown.
 """
 
 from __future__ import annotations
@@ -32,13 +34,18 @@ from proxy.dashboard.render import render
 from proxy.dashboard.series import axis, bucket_label
 from proxy.state import STORE
 from storage.errors import QueryError
-from storage.query.analytics import distinct_keys, top_values
-from storage.query.filters import ALL, compile_filter
-from storage.query.operations import UNITS, Scope, Unit, operations, top_property_values
+from storage.query.analytics import distinct_keys
+from storage.query.filters import compile_filter
+from storage.query.operations import (
+    UNITS,
+    Scope,
+    Unit,
+    operations,
+    top_property_values,
+    top_users,
+)
 from storage.query.selection import moment
-from storage.query.users import UserQuery, user_page
 
-TOP = 10
 MAX_KEY_CHARS = 256
 # With no bucket chosen: days, or hours when the periods span at most this many days.
 HOURLY_DAYS = 3
@@ -100,11 +107,12 @@ def _unit(query: Any) -> Unit | None:
     return None
 
 
-def _property_key(query: Any, keys: list[str]) -> str | None:
+def _property_key(query: Any) -> str | None:
+    """The URL's property key for the top values (`prop`); None for the store's first."""
     key = query.get("prop", "").strip().lower()
     if len(key) > MAX_KEY_CHARS:
         raise QueryError(f"a property key has at most {MAX_KEY_CHARS} characters")
-    return key or (keys[0] if keys else None)
+    return key or None
 
 
 def charts(found: dict[str, Any]) -> list[Markup]:
@@ -193,34 +201,41 @@ async def operations_context(request: web.Request) -> dict[str, Any]:
     found = await operations(store, condition, chosen or first_unit(scope, now), scope)
     if chosen is None and found["unit"] == "day" and len(axis("day", _days(found))) <= HOURLY_DAYS:
         found = await operations(store, condition, "hour", scope)
-    if condition.sql == ALL.sql:
-        users = [
-            {"value": u["user_id"], "requests": u["requests"]}
-            for u in (await user_page(store, condition, UserQuery("requests", TOP))).rows
-        ]
-    else:
-        users = await top_values(store, condition, "user", TOP)
+    users = await top_users(store, condition)
     keys = await distinct_keys(store, "properties")
-    key = _property_key(request.query, keys)
-    values = [] if key is None else await top_property_values(store, condition, key, TOP)
-    view = [(name, request.query[name].strip()) for name in ("bucket", "prop")
-            if request.query.get(name, "").strip()]  # fmt: skip
+    key = _property_key(request.query) or (keys[0] if keys else None)
+    values_query = filt.with_params([("prop", key)] if key else [])
     return {
         **filter_bar(filt),
         "bucket": chosen or "",
         "unit": found["unit"],
-        "view": view,
         "figures": headline(found["totals"]),
         "charts": charts(found) if found["periods"] else [],
         "models": top_list(found["models"], lambda v: narrowed(filt, "model", v)),
         "users": top_list(users, lambda v: narrowed(filt, "user", v)),
         "prop": key or "",
         "prop_keys": keys if key is None or key in keys else [*keys, key],
-        "values": top_list(values, lambda v: narrowed(filt, "property", f"{key}={v}")),
+        "values_url": "/operations/values?" + values_query,
         "rollups": scope is not None,
     }
 
 
 async def page(request: web.Request) -> web.StreamResponse:
-    """The operations page for the URL's filter."""
+    """The operations page for the URL's filter; the property values come apart (`values`)."""
     return render(request, "operations.html", await operations_context(request))
+
+
+async def values(request: web.Request) -> web.StreamResponse:
+    """The top values of the property `prop` (the store's first key when absent) for the URL's
+    filter, for the page script: apart from the page because over a few days of a large store
+    they take longest to count, and the charts need not wait (nor fail) for them."""
+    filt = url_filter(request.query)
+    condition = compile_filter(filt.tree)
+    store = request.app[STORE]
+    key = _property_key(request.query)
+    if key is None:
+        keys = await distinct_keys(store, "properties")
+        key = keys[0] if keys else None
+    found = [] if key is None else await top_property_values(store, condition, key)
+    rows = top_list(found, lambda v: narrowed(filt, "property", f"{key}={v}"))
+    return render(request, "_top_values.html", {"prop": key or "", "values": rows})

@@ -67,6 +67,7 @@ PAGES: tuple[Page, ...] = (
     Page("/requests/{id:[^/]+}/drawer", requests.drawer, "request_drawer", part=True),
     Page("/analytics", analytics.page, "analytics", nav="Analytics"),
     Page("/operations", operations.page, "operations", nav="Operations"),
+    Page("/operations/values", operations.values, "operation_values", part=True),
     Page("/sessions", sessions.page, "sessions", nav="Sessions"),
     Page("/sessions/{id:[^/]+}", sessions.detail, "session_detail"),
     Page("/users", users.page, "users", nav="Users"),

@@ -6,7 +6,8 @@ rollups: the whole hours in the range from rollup_hours and rollup_hour_histogra
 days from rollup_day_histogram, and only the partial hours at the range's two ends from the
 rows, so the figures are the rows' own (the same as request_stats) however long the range.
 Any other filter reads the matching rows. Percentiles come from the same 10%-wide latency
-buckets as request_stats', estimated the same way.
+buckets as request_stats', estimated the same way. `top_users` and `top_property_values` give
+the page's other lists.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any, Literal
 from storage import Store
 from storage.errors import QueryError
 from storage.migrations import LATENCY_BUCKET_SQL, bucket_sql
+from storage.query.analytics import top_values
 from storage.query.filters import ALL, Condition
 from storage.query.stats import Bucket, Group
+from storage.query.users import UserQuery, user_page
 from storage.rollups import model_key
 
 Unit = Literal["hour", "day"]
@@ -336,3 +339,14 @@ async def top_property_values(
         [*params, limit],
     )
     return [{"value": row["value"], "requests": int(row["requests"])} for row in rows]
+
+
+async def top_users(
+    store: Store, condition: Condition, limit: int = TOP_MODELS
+) -> list[dict[str, Any]]:
+    """The users with the most matching requests: value and requests, most first (ties by
+    id). rollup_users answers without a filter; the (user_id, created_at) index with one."""
+    if condition.sql != ALL.sql:
+        return await top_values(store, condition, "user", limit)
+    page = await user_page(store, condition, UserQuery("requests", limit))
+    return [{"value": row["user_id"], "requests": row["requests"]} for row in page.rows]
