@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from html import unescape
+from html import escape, unescape
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import pytest
 
@@ -367,3 +367,23 @@ async def test_operations_empty_bad_and_slow(make_proxy: ProxyFactory) -> None:
     assert "narrow the time range" in await page(slow, "/operations?since=7d", 503)
     narrow = await page(slow, "/operations/values?since=7d", 503)
     assert narrow.startswith("This view took longer")  # a short text for the page script
+
+
+async def test_session_ids_with_slashes_and_percents_have_their_page(
+    make_proxy: ProxyFactory,
+) -> None:
+    client = await make_proxy()
+    for n, session_id in enumerate(["team/alpha", "50% off", "ü?#"]):
+        row = Row(id=f"odd{n}", created_at="2024-01-01T00:00:00.000Z", method="POST",
+                  path="/v1/x", outcome="ok", session_id=session_id, session_path="/a")  # fmt: skip
+        await client.app[STORE].write_batch([row])
+        listed = await page(client, "/sessions?" + urlencode({"search": session_id}))
+        link = re.search(r'<td class="sid"><a href="([^"]+)"', listed)
+        assert link is not None and "/" not in link.group(1).removeprefix("/sessions/")
+        html = await page(client, unescape(link.group(1)))
+        assert f'data-session="{escape(session_id)}"' in html and f'data-id="odd{n}"' in html
+        # What static/sessions.js posts to: the id as one encoded path segment.
+        rated = await client.post(
+            "/v1/session/" + quote(session_id, safe="") + "/feedback", json={"rating": False}
+        )
+        assert (await rated.json())["data"]["session_id"] == session_id

@@ -105,7 +105,7 @@ def session_tree(rows: Sequence[dict[str, Any]]) -> Node:
     return root
 
 
-def moment(stamp: str) -> datetime:
+def _when(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
@@ -125,7 +125,7 @@ def tree_entries(root: Node, session_id: str, start: datetime) -> list[dict[str,
             "id": row["id"],
             "href": drawer_url(row["id"], session_id),
             "time": utc(row["created_at"]),
-            "offset_ms": (moment(row["created_at"]) - start).total_seconds() * 1000,
+            "offset_ms": (_when(row["created_at"]) - start).total_seconds() * 1000,
             "latency_ms": latency,
             "model": row["model"] or "",
             "outcome": row["outcome"],
@@ -189,7 +189,7 @@ async def detail(request: web.Request) -> web.StreamResponse:
     if found is None:
         raise web.HTTPNotFound(reason=f"no request of session {session_id!r} was logged")
     rows = found["rows"]
-    start = moment(rows[0]["created_at"]) if rows else datetime.now(UTC)
+    start = _when(rows[0]["created_at"]) if rows else datetime.now(UTC)
     entries = tree_entries(session_tree(rows), session_id, start)
     bars = spans(entries)
     shown = sum(entry["kind"] == "request" for entry in entries)
