@@ -5,7 +5,9 @@
 Rows span `--days` days up to now, in time order (as the proxy writes them), with a model mix,
 streamed and failed calls, users, sessions, 2-4 properties each, request and response bodies,
 and a fraction with feedback (`--feedback`) and scores (`--scores`). Costs come from the price
-table. The same `--seed` gives the same store.
+table. The same `--seed` gives the same store. Rows go in with plain INSERTs, so the rollups
+are then filled from them by the statements migration 007 fills an upgraded store with: the
+same aggregates the writer keeps. `--rollups-only` fills them again in an existing store.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.gateway.pricing import PriceTable
 from proxy.gateway.sse import Summary
+from storage.migrations import SQLITE, m007_rollups
 from storage.models import ROW_COLUMNS, Row, utc_iso
 from storage.sqlite import SQLiteStore
 
@@ -44,6 +47,14 @@ APPS = ("chat", "search", "support", "summarize")
 TOPICS = ("billing", "refunds", "shipping", "passwords", "pricing", "latency", "exports")
 STATUSES = ((200, "ok", 970), (429, "upstream_error", 15), (500, "upstream_error", 8))
 BATCH = 5000
+ROLLUP_TABLES = (
+    "rollup_hours",
+    "rollup_hour_histogram",
+    "rollup_day_histogram",
+    "rollup_scores",
+    "rollup_users",
+    "rollup_sessions",
+)
 # Columns the generator leaves out (cache, retries, warnings) get the Row's defaults.
 DEFAULTS = {
     name: field.default if isinstance(field.default, bool | int | float | str | None) else None
@@ -220,9 +231,23 @@ def fill(db: Path, rows: int, days: int, seed: int, feedback: float, scores: flo
         "INSERT INTO session_feedback VALUES (?, ?, ?, ?)",
         [(s[0], int(rng.random() < 0.6), now, now) for s in sessions if rng.random() < 0.1],
     )
-    conn.execute("ANALYZE")
+    fill_rollups(conn)
     conn.close()
     print(f"\nwrote {rows:,} rows to {db} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+
+
+def fill_rollups(conn: sqlite3.Connection) -> None:
+    """Empty the rollup tables and fill them from the rows, as migration 007 does."""
+    started = time.perf_counter()
+    conn.execute("BEGIN")
+    for table in ROLLUP_TABLES:
+        conn.execute(f"DELETE FROM {table}")
+    for statement in m007_rollups(SQLITE):
+        if statement.startswith("INSERT"):
+            conn.execute(statement)
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    print(f"filled the rollups in {time.perf_counter() - started:.0f}s", file=sys.stderr)
 
 
 async def _migrate(db: Path) -> None:
@@ -239,8 +264,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--feedback", type=float, default=0.08, help="fraction of rows rated")
     parser.add_argument("--scores", type=float, default=0.05, help="fraction of rows scored")
+    parser.add_argument(
+        "--rollups-only", action="store_true", help="only fill the rollups of an existing --db"
+    )
     args = parser.parse_args()
     db = Path(args.db)
+    if args.rollups_only:
+        if not db.exists():
+            parser.error(f"{db} does not exist")
+        asyncio.run(_migrate(db))
+        conn = sqlite3.connect(db, isolation_level=None)
+        fill_rollups(conn)
+        conn.close()
+        return
     if db.exists():
         parser.error(f"{db} exists; remove it or choose another --db")
     fill(db, args.rows, args.days, args.seed, args.feedback, args.scores)
