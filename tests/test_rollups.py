@@ -1,7 +1,9 @@
-"""Rollups the writer keeps: always equal to the same aggregates rebuilt from the rows."""
+"""Rollups the writer keeps: always equal to the same aggregates rebuilt from the rows, and
+stats read from them equal to stats read from the rows."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from decimal import Decimal
 from typing import Any
@@ -10,6 +12,10 @@ import pytest
 
 from storage import Row, Store, open_store
 from storage.migrations import LATENCY_BUCKET_SQL, m007_rollups
+from storage.query import rollups as query_rollups
+from storage.query.datasets import create_dataset
+from storage.query.filters import compile_filter
+from storage.query.stats import request_stats
 from storage.retention import prune
 from storage.rollups import bucket
 from storage.sql import SqlStore
@@ -163,4 +169,151 @@ async def test_an_empty_model_and_no_model_are_apart(tmp_path: Any, model: str |
     await store.write_batch([row, Row("m2", row.created_at, "POST", "/v1/x", model="other")])
     rows = await store.fetch("SELECT model, requests FROM rollup_hours ORDER BY model_key")
     assert {(r["model"], r["requests"]) for r in rows} == {(model, 1), ("other", 1)}
+    await store.close()
+
+
+# The read side: request_stats answered from the rollups equals request_stats from the rows.
+DIMENSION_SETS = [
+    list(combo)
+    for n in range(4)
+    for combo in itertools.combinations(("day", "model", "outcome"), n)
+]
+ROLLUP_FILTERS: list[Any] = [
+    "all",
+    {"request": {"created_at": {"gte": "2026-03-02T05:30:00Z", "lt": "2026-03-04T17:45:00Z"}}},
+    {"request": {"created_at": {"gt": "2026-03-03T00:00:00Z"}}},
+    {"request": {"created_at": {"gte": "2026-03-02T01:10:00Z", "lte": "2026-03-02T09:20:00Z"}}},
+    {"request": {"model": {"equals": "gpt-4o"}}},
+    {"request": {"model": {"not-equals": "gpt-4o"}, "outcome": {"equals": "ok"}}},
+    {"request": {"model": {"equals": "null"}}},
+    {"request": {"model": {"contains": "MINI"}}},
+    {
+        "left": {"request": {"model": {"equals": "gpt-4o"}}},
+        "operator": "or",
+        "right": {"request": {"outcome": {"not-equals": "ok"}}},
+    },
+    {
+        "left": {"request": {"created_at": {"gte": "2026-03-01T12:00:00Z"}}},
+        "operator": "and",
+        "right": {
+            "left": {"request": {"outcome": {"equals": "ok"}}},
+            "operator": "and",
+            "right": {"request": {"created_at": {"lt": "2026-03-05T00:00:00Z"}}},
+        },
+    },
+]
+# Filters the rollups cannot answer: these go to the rows alone.
+ROW_FILTERS: list[Any] = [
+    {"request": {"user_id": {"equals": "alice"}}},
+    {"request": {"created_at": {"equals": "2026-03-02T05:30:00.000Z"}}},
+    {
+        "left": {"request": {"created_at": {"gte": "2026-03-02T00:00:00Z"}}},
+        "operator": "or",
+        "right": {"request": {"model": {"equals": "gpt-4o"}}},
+    },
+    {"feedback": {"rating": {"equals": True}}},
+    {"properties": {"app": {"equals": "chat"}}},
+    {"response": {"status": {"gte": 0}}, "request": {"outcome": {"equals": "ok"}}},
+]
+
+
+def spread_row(rng: random.Random, request_id: str) -> Row:
+    """A row anywhere in five days; latencies and costs are exact in binary, so every sum
+    is the same whatever order it is added in."""
+    model = rng.choice(("gpt-4o", "gpt-4o-mini", "o4-mini", None))
+    day, hour, minute = rng.randrange(1, 6), rng.randrange(24), rng.randrange(60)
+    return Row(
+        id=request_id,
+        created_at=f"2026-03-0{day}T{hour:02d}:{minute:02d}:{rng.randrange(60):02d}.000Z",
+        method="POST",
+        path="/v1/chat/completions",
+        model=model,
+        request_model=model,
+        outcome=rng.choice(OUTCOMES),
+        latency_ms=None if rng.random() < 0.1 else rng.randrange(4, 40000) / 4,
+        prompt_tokens=None if rng.random() < 0.2 else rng.randrange(1000),
+        completion_tokens=rng.randrange(500),
+        total_tokens=rng.randrange(1500),
+        cost_usd=None if rng.random() < 0.2 else rng.randrange(1000) / 1024,
+        user_id=rng.choice(("alice", "bob", None)),
+        session_id=rng.choice(("s1", "s2", "s3", None)),
+    )
+
+
+async def _both_ways(
+    store: Store, tree: Any, dimensions: list[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """(stats as answered, stats from the rows alone, whether the rollups answered)."""
+    condition = compile_filter(tree)
+    answered = await query_rollups.plan(store, condition, dimensions) is not None
+    stats = await request_stats(store, condition, dimensions)
+    with monkeypatch.context() as patched:
+        patched.setattr(query_rollups, "plan", _no_plan)
+        from_rows = await request_stats(store, condition, dimensions)
+    return stats, from_rows, answered
+
+
+async def _no_plan(*args: Any) -> None:
+    return None
+
+
+async def _check_every_way(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    for tree in ROLLUP_FILTERS:
+        for dimensions in DIMENSION_SETS:
+            stats, from_rows, answered = await _both_ways(store, tree, dimensions, monkeypatch)
+            assert answered, (tree, dimensions)
+            assert stats == from_rows, (tree, dimensions)
+    for tree in ROW_FILTERS:
+        stats, from_rows, answered = await _both_ways(store, tree, ["day"], monkeypatch)
+        assert not answered, tree
+        assert stats == from_rows
+    for dimensions in (["user"], ["day", "path"], ["property:app"]):
+        stats, from_rows, answered = await _both_ways(store, "all", dimensions, monkeypatch)
+        assert not answered and stats == from_rows
+
+
+async def test_stats_from_rollups_equal_stats_from_rows(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(store_url)
+    await store.open()
+    rng = random.Random(21)
+    ids = [f"r{i}" for i in range(400)]
+    await store.write_batch([spread_row(rng, i) for i in ids])
+    for request_id in rng.sample(ids, 120):
+        await store.upsert_feedback(request_id, rng.random() < 0.6)
+    for request_id in rng.sample(ids, 100):
+        await store.upsert_scores(
+            request_id, {"accuracy": rng.randrange(100), "helpful": rng.random() < 0.5}
+        )
+    for session_id in ("s1", "s3"):
+        await store.upsert_session_feedback(session_id, session_id == "s1")
+    await _check_every_way(store, monkeypatch)
+    # Rows replaced under their ids (another hour, day, model, outcome), ratings flipped and
+    # taken back, scores changed (the smallest and largest among them).
+    await store.write_batch([spread_row(rng, i) for i in rng.sample(ids, 80)])
+    for request_id in rng.sample(ids, 60):
+        await store.upsert_feedback(request_id, rng.random() < 0.5)
+    accuracies = await store.fetch("SELECT request_id, value FROM scores WHERE name = 'accuracy'")
+    ordered = sorted(accuracies, key=lambda r: r["value"])
+    for row in (ordered[0], ordered[-1], *rng.sample(accuracies, 20)):
+        await store.upsert_scores(row["request_id"], {"accuracy": rng.randrange(30, 70)})
+    await _check_every_way(store, monkeypatch)
+    # Retention deletes the oldest rows (not those in a dataset) and leaves the rollups: the
+    # hours it thinned out are read from the rows.
+    oldest = await store.fetch("SELECT id FROM requests ORDER BY created_at LIMIT 3")
+    await create_dataset(store, "kept", ids=[r["id"] for r in oldest])
+    report = await prune(store, "2026-03-02T07:30:00.000Z", pause_s=0)
+    assert report.requests > 0
+    await _check_every_way(store, monkeypatch)
+    await store.close()
+
+
+async def test_stats_from_rollups_on_an_empty_store(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(str(tmp_path / "empty.db"))
+    await store.open()
+    stats, from_rows, answered = await _both_ways(store, "all", ["day"], monkeypatch)
+    assert not answered and stats == from_rows and stats["requests"] == 0
     await store.close()

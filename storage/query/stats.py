@@ -1,22 +1,26 @@
 """Stats over a filter: requests, errors, latency percentiles, tokens, cost, feedback, scores.
 
-Three queries: one pass over the requests grouped by the dimensions and a latency histogram
-bucket, one over feedback, one over scores. Totals and groupings by day and/or model come from
-groups by both, which SQLite streams from the requests_daily index without sorting.
-Percentiles are estimated from the 10%-wide histogram buckets: exact for a bucket holding one
-value, otherwise within the bucket's width.
+From the rows, three queries: one pass over the requests grouped by the dimensions and a
+latency histogram bucket, one over feedback, one over scores. Totals and groupings by day
+and/or model come from groups by both, which SQLite streams from the requests_daily index
+without sorting. When the filter and grouping are ones the rollups key on (time range, model,
+outcome; day, model, outcome: storage/query/rollups.py), the covered hours come from the
+rollups instead and only the hours at the edges from the rows; both give the same numbers.
+Percentiles are estimated from the 10%-wide histogram buckets either way: exact for a bucket
+holding one value, otherwise within the bucket's width.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from storage import Store
 from storage.errors import QueryError
 from storage.migrations import LATENCY_BOUNDS, LATENCY_BUCKET_SQL
+from storage.query import rollups
 from storage.query.filters import Condition
 
 DIMENSIONS = {
@@ -33,6 +37,8 @@ PERCENTILES = (50, 90, 95, 99)
 BOUNDS = [float(b) for b in LATENCY_BOUNDS]
 
 Key = tuple[Any, ...]
+# Rows of one query, each with its group key, and how a group adds such a row.
+Source = tuple[list[tuple[Key, dict[str, Any]]], Callable[["Group", dict[str, Any]], None]]
 
 
 def check_dimensions(names: Sequence[str]) -> None:
@@ -100,6 +106,28 @@ class Group:
             bucket = self.buckets.setdefault(index, Bucket(index, 0, 0.0))
             bucket.count += count
             bucket.total += latency
+
+    def add_totals(self, row: dict[str, Any]) -> None:
+        """A rollup row: requests, errors, latencies, tokens, cost and ratings."""
+        if row["requests"] is None:  # the totals of no rollup row at all
+            return
+        self.requests += int(row["requests"])
+        self.errors += int(_number(row["errors"]))
+        self.latency_count += int(_number(row["latency_count"]))
+        self.latency_total += _number(row["latency_total"])
+        self.prompt_tokens += int(_number(row["prompt_tokens"]))
+        self.completion_tokens += int(_number(row["completion_tokens"]))
+        self.cost_usd += _number(row["cost_usd"])
+        self.add_feedback(row)
+
+    def add_bucket(self, row: dict[str, Any]) -> None:
+        """A rollup histogram row: how many latencies fell in a bucket, and their sum."""
+        index = row["bucket"]
+        bucket = self.buckets.get(index)
+        if bucket is None:
+            bucket = self.buckets[index] = Bucket(int(index), 0, 0.0)
+        bucket.count += int(row["count"])
+        bucket.total += float(row["total"])
 
     def add_feedback(self, row: dict[str, Any]) -> None:
         self.rated += int(row["rated"])
@@ -195,51 +223,92 @@ class Grouping:
         return tuple(row[f"g{i}"] for i in range(len(self.columns)))
 
 
-async def request_stats(
-    store: Store, condition: Condition, dimensions: Sequence[str] = ()
-) -> dict[str, Any]:
-    """Totals over the rows matching `condition`, and per group when `dimensions` are given."""
-    check_dimensions(dimensions)
+async def _from_rows(
+    store: Store, condition: Condition, dimensions: Sequence[str], narrow: bool = False
+) -> list[Source]:
+    """The stats sources read from the rows. `narrow`: the condition picks a few hours, so
+    feedback and scores are found from the requests (CROSS JOIN keeps SQLite to that order)
+    rather than the requests from every rating and score."""
     # Day and model (and totals) are rolled up from groups by both, which SQLite reads in
     # the order of the requests_daily index instead of sorting every row.
     daily = set(dimensions) <= set(DAILY)
     grouping = Grouping.of(DAILY if daily else dimensions)
     positions = [grouping.names.index(name) for name in dimensions]
-    where = f"WHERE {condition.sql}"
     params = [*grouping.params, *condition.params]
+    feedback_from = f"feedback f JOIN requests r ON r.id = f.request_id {grouping.join}"
+    scores_from = f"scores s JOIN requests r ON r.id = s.request_id {grouping.join}"
+    feedback_where = scores_where = f"WHERE {condition.sql}"
+    if narrow:
+        # A day that is not the requests_daily index's own expression: SQLite then reads
+        # the few hours by time instead of that whole index in its order.
+        grouping.columns = [f"{c} || ''" if c == DIMENSIONS["day"] else c for c in grouping.columns]
+        feedback_from = f"requests r CROSS JOIN feedback f {grouping.join}"
+        scores_from = f"requests r CROSS JOIN scores s {grouping.join}"
+        feedback_where = f"WHERE f.request_id = r.id AND ({condition.sql})"
+        scores_where = f"WHERE s.request_id = r.id AND ({condition.sql})"
     requests = await store.fetch(
         f"SELECT {grouping.select()}{LATENCY_BUCKET_SQL} AS bucket, COUNT(*) AS requests, "
         "SUM(CASE WHEN r.outcome <> ? THEN 1 ELSE 0 END) AS errors, SUM(r.latency_ms) AS latency, "
         "SUM(r.prompt_tokens) AS prompt_tokens, SUM(r.completion_tokens) AS completion_tokens, "
-        f"SUM(r.cost_usd) AS cost_usd FROM requests r {grouping.join} {where}"
+        f"SUM(r.cost_usd) AS cost_usd FROM requests r {grouping.join} WHERE {condition.sql}"
         + grouping.group_by(LATENCY_BUCKET_SQL),
         ["ok", *params],
     )
     feedback = await store.fetch(
         f"SELECT {grouping.select()}COUNT(*) AS rated, SUM(f.rating) AS positive "
-        f"FROM feedback f JOIN requests r ON r.id = f.request_id {grouping.join} {where}"
-        + grouping.group_by(),
+        f"FROM {feedback_from} {feedback_where}" + grouping.group_by(),
         params,
     )
     scores = await store.fetch(
         f"SELECT {grouping.select()}s.name AS name, COUNT(*) AS count, SUM(s.value) AS total, "
         "MIN(s.value) AS low, MAX(s.value) AS high "
-        f"FROM scores s JOIN requests r ON r.id = s.request_id {grouping.join} {where}"
-        + grouping.group_by("s.name"),
+        f"FROM {scores_from} {scores_where}" + grouping.group_by("s.name"),
         params,
     )
+
+    def keyed(rows: list[dict[str, Any]]) -> list[tuple[Key, dict[str, Any]]]:
+        return [(tuple(grouping.key(row)[i] for i in positions), row) for row in rows]
+
+    return [
+        (keyed(requests), Group.add_requests),
+        (keyed(feedback), Group.add_feedback),
+        (keyed(scores), Group.add_scores),
+    ]
+
+
+async def _from_rollups(
+    store: Store, plan: rollups.Plan, dimensions: Sequence[str]
+) -> list[Source]:
+    names = [f"g{i}" for i in range(len(dimensions))]
+
+    def keyed(rows: list[dict[str, Any]]) -> list[tuple[Key, dict[str, Any]]]:
+        return [(tuple([row[name] for name in names]), row) for row in rows]
+
+    return [
+        (keyed(await rollups.totals(store, plan, dimensions)), Group.add_totals),
+        (keyed(await rollups.buckets(store, plan, dimensions)), Group.add_bucket),
+        (keyed(await rollups.scores(store, plan, dimensions)), Group.add_scores),
+    ]
+
+
+async def request_stats(
+    store: Store, condition: Condition, dimensions: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Totals over the rows matching `condition`, and per group when `dimensions` are given."""
+    check_dimensions(dimensions)
+    plan = await rollups.plan(store, condition, dimensions)
+    if plan is None:
+        sources = await _from_rows(store, condition, dimensions)
+    else:
+        sources = await _from_rollups(store, plan, dimensions)
+        sources += await _from_rows(store, plan.rest, dimensions, narrow=True)
     totals = Group()
     groups: dict[Key, Group] = {}
-    for rows, add in (
-        (requests, Group.add_requests),
-        (feedback, Group.add_feedback),
-        (scores, Group.add_scores),
-    ):
-        for row in rows:
+    for rows, add in sources:
+        for key, row in rows:
             add(totals, row)
             if dimensions:
-                key = grouping.key(row)
-                add(groups.setdefault(tuple(key[i] for i in positions), Group()), row)
+                add(groups.setdefault(key, Group()), row)
     result: dict[str, Any] = totals.summary()
     result["session_feedback"] = (await _session_ratings(store, condition, ())).get((), _rated())
     if dimensions:
