@@ -1,4 +1,9 @@
-"""Bounded queue + one batching writer task. Rows leave the queue only after their commit."""
+"""Bounded queue + one batching writer task. Rows leave the queue only after their commit.
+
+The task hands each batch to a `BatchWriter`: `StoreWriter` parses and commits it on this event
+loop; proxy/gateway/writer.py's `ProcessWriter` sends it to a writer process that does the same
+off the loop and answers once the batch is committed.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ import dataclasses
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import islice
+from typing import Any, Protocol
 
 from proxy.gateway.exchange import Exchange, fallback_row
 from storage import Row, Store
@@ -28,6 +34,97 @@ LINGER_S = 0.02
 CONVERT_SLICE = 16
 # An exchange holding more body bytes than this is converted off the event loop.
 OFF_LOOP_BYTES = 256 * 1024
+
+
+class BatchWriter(Protocol):
+    """Commits batches of exchanges; the recorder retries a batch whose commit raised."""
+
+    def prepare(self, batch: list[Exchange]) -> Any:
+        """What `commit` takes for this batch, made once however often the commit is retried."""
+
+    async def commit(self, prepared: Any) -> int:
+        """Write the batch; the number of exchanges the store refused for good (dropped)."""
+
+    async def close(self) -> None: ...
+
+
+class StoreWriter:
+    """Parses exchanges into rows and commits them through the store, on the calling loop."""
+
+    def __init__(self, store: Store, to_row: Callable[[Exchange], Row]) -> None:
+        self.store = store
+        self.to_row = to_row
+
+    def convert(self, exchange: Exchange) -> Row:
+        try:
+            return self.to_row(exchange)
+        except Exception:
+            log.exception("could not parse exchange %s; storing it unparsed", exchange.id)
+            return fallback_row(exchange)
+
+    def prepare(self, batch: list[Exchange]) -> list[Exchange]:
+        return batch
+
+    async def rows(self, batch: Sequence[Exchange]) -> list[Row]:
+        """The batch's rows; a reused id replaces the exchange, so only its last row counts."""
+        rows = []
+        for n, exchange in enumerate(batch):
+            if exchange.captured_bytes > OFF_LOOP_BYTES:
+                # Large bodies are parsed in a thread: the loop waits at most a GIL interval.
+                rows.append(await asyncio.to_thread(self.convert, exchange))
+                continue
+            if n and n % CONVERT_SLICE == 0:
+                await asyncio.sleep(0)
+            rows.append(self.convert(exchange))
+        return list({row.id: row for row in rows}.values())
+
+    async def commit(self, prepared: list[Exchange]) -> int:
+        rows = await self.rows(prepared)
+        try:
+            await self.store.write_batch(rows)
+        except RowRejected as exc:
+            log.warning(
+                "log write of %d rows refused (%s); writing them one by one", len(rows), exc
+            )
+            # A row the store refuses must not hold up the queue.
+            return await self._write_one_by_one(rows)
+        return 0
+
+    async def _write_one_by_one(self, rows: list[Row]) -> int:
+        """Write each row alone; one the store refuses is kept without its bodies, or dropped.
+
+        Raises when a write fails for another reason (the batch is then retried whole).
+        """
+        refused = 0
+        for row in rows:
+            try:
+                await self.store.write_batch([row])
+                continue
+            except RowRejected as exc:
+                reason = str(exc)
+            bare = dataclasses.replace(
+                row,
+                request_body=None,
+                response_body=None,
+                request_headers=None,
+                properties={},
+                prompt_tokens=None,
+                completion_tokens=None,
+                total_tokens=None,
+                cached_tokens=None,
+                cost_usd=None,
+                error=f"stored without bodies, headers, properties and usage: {reason}"[:1000],
+            )
+            try:
+                await self.store.write_batch([bare])
+                log.error("exchange %s stored without its bodies: %s", row.id, reason)
+            except RowRejected:
+                refused += 1
+                log.error("exchange %s was refused by the store and dropped: %s", row.id, reason)
+        return refused
+
+    async def close(self) -> None:
+        """The store is the app's; it closes it."""
 
 
 class Recorder:
@@ -49,10 +146,12 @@ class Recorder:
         retry_max_s: float,
         drain_timeout_s: float,
         observe: Callable[[Exchange], None] | None = None,
+        writer: BatchWriter | None = None,
     ) -> None:
         self.store = store
         self.observe = observe
         self.to_row = to_row
+        self.writer: BatchWriter = StoreWriter(store, to_row) if writer is None else writer
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.retry_max_s = retry_max_s
@@ -73,7 +172,6 @@ class Recorder:
         self._last_drop_warning = 0.0
         self.dropped = 0
         self.written = 0
-        self._refused = 0  # rows of the batch being written that the store refused outright
         self.failed_commits = 0
         self.failing = False  # the last commit failed: nothing is being written right now
         self.lost_on_shutdown = 0
@@ -184,69 +282,13 @@ class Recorder:
         if self._task is not None:
             await self._task
             self._task = None
-
-    def _convert(self, exchange: Exchange) -> Row:
-        try:
-            return self.to_row(exchange)
-        except Exception:
-            log.exception("could not parse exchange %s; storing it unparsed", exchange.id)
-            return fallback_row(exchange)
-
-    async def _convert_batch(self, batch: list[Exchange]) -> list[Row]:
-        rows = []
-        for n, exchange in enumerate(batch):
-            if exchange.captured_bytes > OFF_LOOP_BYTES:
-                # Large bodies are parsed in a thread: the loop waits at most a GIL interval.
-                rows.append(await asyncio.to_thread(self._convert, exchange))
-                continue
-            if n and n % CONVERT_SLICE == 0:
-                await asyncio.sleep(0)
-            rows.append(self._convert(exchange))
-        return rows
-
-    async def _write_one_by_one(self, rows: list[Row]) -> bool:
-        """Write each row alone; one the store refuses is kept without its bodies, or dropped.
-
-        False when a write failed for another reason (the batch is then retried whole).
-        """
-        self._refused = 0
-        for row in rows:
-            try:
-                await self.store.write_batch([row])
-                continue
-            except RowRejected as exc:
-                reason = str(exc)
-            except Exception:
-                return False
-            bare = dataclasses.replace(
-                row,
-                request_body=None,
-                response_body=None,
-                request_headers=None,
-                properties={},
-                prompt_tokens=None,
-                completion_tokens=None,
-                total_tokens=None,
-                cached_tokens=None,
-                cost_usd=None,
-                error=f"stored without bodies, headers, properties and usage: {reason}"[:1000],
-            )
-            try:
-                await self.store.write_batch([bare])
-                log.error("exchange %s stored without its bodies: %s", row.id, reason)
-            except RowRejected:
-                self.dropped += 1
-                self._refused += 1
-                log.error("exchange %s was refused by the store and dropped: %s", row.id, reason)
-            except Exception:
-                return False
-        return True
+        await self.writer.close()
 
     async def run(self) -> None:
         backoff = RETRY_START_S
         deadline: float | None = None
-        rows: list[Row] = []
-        taken = 0  # exchanges at the head of the queue that `rows` stands for
+        prepared: Any = None
+        taken = 0  # exchanges at the head of the queue that `prepared` stands for
         while True:
             if not self._queue:
                 if self._stopping:
@@ -256,37 +298,33 @@ class Recorder:
                 continue
             if self._stopping and deadline is None:
                 deadline = time.monotonic() + self.drain_timeout_s
-            if not rows:
+            if prepared is None:
                 if len(self._queue) < self.batch_size and not self._stopping:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._hurry.wait(), LINGER_S)
                 self._hurry.clear()
                 batch = list(islice(self._queue, self.batch_size))
                 taken = len(batch)
-                # A reused id replaces the exchange; within one batch only its last row counts.
-                converted = await self._convert_batch(batch)
-                rows = list({row.id: row for row in converted}.values())
+                prepared = self.writer.prepare(batch)
             try:
-                await self.store.write_batch(rows)
+                refused = await self.writer.commit(prepared)
             except Exception as exc:
                 self.failed_commits += 1
                 self.failing = True
                 log.warning(
-                    "log write of %d rows failed (%s); retrying in %.2fs", len(rows), exc, backoff
+                    "log write of %d rows failed (%s); retrying in %.2fs", taken, exc, backoff
                 )
-                # A row the store refuses must not hold up the queue: write them one by one.
-                if not (isinstance(exc, RowRejected) and await self._write_one_by_one(rows)):
-                    if deadline is not None and time.monotonic() >= deadline:
-                        self.lost_on_shutdown = len(self._queue)
-                        log.error(
-                            "shutdown: store failing for %.0fs; %d queued exchanges not written",
-                            self.drain_timeout_s,
-                            self.lost_on_shutdown,
-                        )
-                        return
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.retry_max_s)
-                    continue
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.lost_on_shutdown = len(self._queue)
+                    log.error(
+                        "shutdown: store failing for %.0fs; %d queued exchanges not written",
+                        self.drain_timeout_s,
+                        self.lost_on_shutdown,
+                    )
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.retry_max_s)
+                continue
             backoff = RETRY_START_S
             self.failing = False
             for _ in range(taken):
@@ -296,7 +334,7 @@ class Recorder:
                     del self._queued[done.id]
                 self._forget_session(done)
             # Rows the store refused outright were counted as dropped, not written.
-            self.written += taken - self._refused
-            self._refused = 0
+            self.dropped += refused
+            self.written += taken - refused
             self._settle(taken)
-            rows = []
+            prepared = None
