@@ -19,7 +19,8 @@ from proxy.gateway.exchange import to_row
 from proxy.gateway.forward import Forwarder, forward
 from proxy.gateway.pricing import PriceTable
 from proxy.gateway.ratelimit import RateLimiter, counters_for
-from proxy.gateway.recorder import Recorder
+from proxy.gateway.recorder import BatchWriter, Recorder
+from proxy.gateway.writer import ProcessWriter
 from proxy.metrics import Metrics
 from proxy.origin import SitePolicy, site_middleware
 from proxy.retention import pruner_ctx
@@ -43,6 +44,11 @@ async def _recorder_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].recorder
     pricing = app[SETTINGS].pricing
     price = PriceTable.load(pricing.file, pricing.overrides)
+    writer: BatchWriter | None = None
+    if settings.writer == "process":
+        process = ProcessWriter(app[SETTINGS].store.db, pricing.file, pricing.overrides)
+        await process.start()
+        writer = process
     recorder = Recorder(
         app[STORE],
         functools.partial(to_row, price=price),
@@ -51,6 +57,7 @@ async def _recorder_ctx(app: web.Application) -> AsyncIterator[None]:
         retry_max_s=settings.retry_max_s,
         drain_timeout_s=settings.drain_timeout_s,
         observe=app[METRICS].observe,
+        writer=writer,
     )
     app[METRICS].watch(recorder)
     recorder.start()

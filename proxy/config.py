@@ -7,7 +7,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -144,6 +144,12 @@ class RecorderSettings(Section):
         ge=1024,
         description="Most bytes of each request and response body stored; the client still "
         "gets everything, the row notes the cut.",
+    )
+    writer: Literal["auto", "process", "task"] = Field(
+        "auto",
+        description="Where rows are parsed and committed: a writer process of their own, off "
+        "the event loop, or a task on it; auto = a process under `relaylog serve` (a task for "
+        "an in-memory store or an app embedded with create_app).",
     )
 
 

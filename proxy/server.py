@@ -188,6 +188,16 @@ def _report_fatal_signals() -> None:
             continue
 
 
+def with_writer_process(settings: Settings) -> Settings:
+    """`recorder.writer = "auto"` resolved for serve: a writer process, unless the store is an
+    in-memory SQLite database that only this process can see."""
+    recorder = settings.recorder
+    if recorder.writer != "auto":
+        return settings
+    mode = "task" if settings.store.db in ("", ":memory:") else "process"
+    return settings.model_copy(update={"recorder": recorder.model_copy(update={"writer": mode})})
+
+
 async def serve(
     settings: Settings, *, announce: bool = True, on_ready: Callable[[], None] | None = None
 ) -> None:
@@ -224,7 +234,7 @@ async def _serve(
                 update={"upstream": settings.upstream.model_copy(update={"url": url})}
             )
             upstream_label = f"sandbox ({url})"
-        app = create_app(settings)
+        app = create_app(with_writer_process(settings))
         open_files, _ = raise_open_file_limit()
         try:
             runner = await start_site(
