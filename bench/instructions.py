@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, nargs=2, default=(300, 1300))
     parser.add_argument("--stores", default="sqlite", help="relaylog stores: sqlite,postgresql")
     parser.add_argument("--pg-dsn", default="postgresql://127.0.0.1:5432/test")
+    parser.add_argument(
+        "--writer",
+        choices=("auto", "process", "task"),
+        default="auto",
+        help="relaylog's recorder.writer (auto: serve's writer process)",
+    )
     parser.add_argument("--keep", help="keep callgrind's output files in this directory")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="relaylog-instructions-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYLOG_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(harness.REPO), env.get("PYTHONPATH")]))
+    env["RELAYLOG_RECORDER_WRITER"] = args.writer
     fleet = Fleet()
     schema = f"relaylog_instr_{os.getpid()}_{int(time.time())}"
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]

@@ -69,6 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--pg-dsn", default=DEFAULT_PG, help="PostgreSQL server; the run makes its own schema"
     )
     parser.add_argument("--workers", type=int, default=1, help="relaylog serve --workers N")
+    parser.add_argument(
+        "--writer",
+        choices=("auto", "process", "task"),
+        default="auto",
+        help="relaylog's recorder.writer (auto: serve's writer process)",
+    )
     parser.add_argument("--out", default="bench-results.json", help="JSON results file")
     parser.add_argument(
         "--keep", action="store_true", help="keep the temp dir and the PostgreSQL schema"
@@ -117,6 +123,7 @@ def start_servers(
 ) -> tuple[Server, dict[str, Server]]:
     """nginx with a server block per target, the bare proxy, one relaylog per store."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYLOG_")}
+    env["RELAYLOG_RECORDER_WRITER"] = args.writer
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(harness.REPO), env.get("PYTHONPATH")]))
     names = ("direct", "baseline", *args.stores)
     ports = {t: harness.free_port() for t in names}
@@ -202,6 +209,7 @@ def bench(
         "batch_size": BATCH_SIZE,
         "stores": list(args.stores),
         "workers": args.workers,
+        "writer": args.writer,
         "uvloop": harness.has_uvloop(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
