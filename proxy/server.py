@@ -37,6 +37,8 @@ log = logging.getLogger("relaylog")
 T = TypeVar("T")
 # Room for bursts of new connections (aiohttp's default of 128 makes the rest wait a SYN retry).
 LISTEN_BACKLOG = 2048
+# Allocations between young collections once serving (Python's default is 700).
+YOUNG_GC_THRESHOLD = 20_000
 
 
 class MalformedRequestFilter(logging.Filter):
@@ -259,6 +261,10 @@ async def _serve(
         # Everything built so far lives until exit: keep the cyclic GC from re-scanning it
         # (a full collection otherwise walks every module and model object, a latency spike).
         gc.freeze()
+        # A young collection every 700 allocations ran ~70 times per 1,000 calls and cost ~16 us
+        # a call; at 20,000 the short-lived objects of a call are freed by their refcounts first
+        # and collections cost ~10x less in total (bench/README.md).
+        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
         host = f"[{server.host}]" if ":" in server.host else server.host
         if on_ready is not None:
             on_ready()
