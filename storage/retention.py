@@ -143,7 +143,9 @@ async def prune(
                 store, old, [before], _delete, report, batch_rows, pause_s
             )
             report.sessions = await _forget_sessions(store)
-        report.history = await _history(store, before, _drop_history, dry_run, batch_rows, pause_s)
+        report.history = await _history(
+            store, before, _drop_history, _every_entry, dry_run, batch_rows, pause_s
+        )
     if bodies_before is not None:
         # In a dry run the rows older than `before` are still there: leave them out.
         bodied = f"r.created_at < ? AND {HAS_BODY} AND {KEEP_DATASET_ROWS}"
@@ -158,19 +160,21 @@ async def prune(
                 store, bodied, params, _clear_bodies, report, batch_rows, pause_s
             )
         report.history_bodies = await _history(
-            store, bodies_before, _strip_history, dry_run, batch_rows, pause_s, before
+            store, bodies_before, _strip_history, _has_bodies, dry_run, batch_rows, pause_s, before
         )
     return report
 
 
 HistoryKey = tuple[str, int]
 HistoryWork = Callable[[Store, list[dict[str, Any]]], Awaitable[int]]
+HistoryTest = Callable[[dict[str, Any]], bool]
 
 
 async def _history(
     store: Store,
     cutoff: str,
     apply: HistoryWork,
+    changes: HistoryTest,
     dry_run: bool,
     batch_rows: int,
     pause_s: float,
@@ -178,7 +182,8 @@ async def _history(
 ) -> int:
     """Apply `apply` to the history entries replaced before `cutoff` (and, when `kept_from` is
     given, at or after it: older ones are deleted by the same prune). One pass in primary key
-    order, `batch_rows` entries a transaction; a dry run counts what `apply` would change."""
+    order, `batch_rows` entries a transaction; a dry run counts the entries `changes` says
+    `apply` would change."""
     condition, params = "replaced_at < ?", [cutoff]
     if kept_from is not None and dry_run:
         condition += " AND replaced_at >= ?"
@@ -195,7 +200,7 @@ async def _history(
             return done
         started = time.monotonic()
         if dry_run:
-            done += sum(1 for r in rows if apply is _drop_history or _has_bodies(r))
+            done += sum(1 for r in rows if changes(r))
         else:
             done += await apply(store, rows)
         after = (rows[-1]["request_id"], int(rows[-1]["seq"]))
@@ -204,9 +209,18 @@ async def _history(
         await asyncio.sleep(max(pause_s, time.monotonic() - started))
 
 
+def _every_entry(entry: dict[str, Any]) -> bool:
+    return True
+
+
+def _bodied_record(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The entry's record when it still holds a body or headers, else None."""
+    record: dict[str, Any] = orjson.loads(entry["record"])
+    return record if any(record.get(field) is not None for field in BODY_FIELDS) else None
+
+
 def _has_bodies(entry: dict[str, Any]) -> bool:
-    record = orjson.loads(entry["record"])
-    return any(record.get(field) is not None for field in BODY_FIELDS)
+    return _bodied_record(entry) is not None
 
 
 async def _drop_history(store: Store, rows: list[dict[str, Any]]) -> int:
@@ -225,8 +239,8 @@ async def _drop_history(store: Store, rows: list[dict[str, Any]]) -> int:
 async def _strip_history(store: Store, rows: list[dict[str, Any]]) -> int:
     statements = []
     for entry in rows:
-        record = orjson.loads(entry["record"])
-        if not any(record.get(field) is not None for field in BODY_FIELDS):
+        record = _bodied_record(entry)
+        if record is None:
             continue
         record.update(dict.fromkeys(BODY_FIELDS))
         statements.append(
