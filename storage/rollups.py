@@ -40,7 +40,9 @@ COLUMNS = (
     "session_name",
 )
 SELECT_COLUMNS = f"SELECT {', '.join(COLUMNS)} FROM requests"
-HOUR_SUMS = (
+# The traffic sums of an hour x model x outcome (what the operations charts add up), then the
+# cache and feedback counts the stats answers also read.
+TRAFFIC_SUMS = (
     "requests",
     "latency_count",
     "latency_sum",
@@ -50,10 +52,8 @@ HOUR_SUMS = (
     "completion_tokens",
     "total_tokens",
     "cost_usd",
-    "cache_hits",
-    "rated",
-    "positive",
 )
+HOUR_SUMS = (*TRAFFIC_SUMS, "cache_hits", "rated", "positive")
 TOTALS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
 USER_SUMS = (*TOTALS, "rated", "positive")
 

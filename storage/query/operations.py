@@ -23,7 +23,7 @@ from storage.query.analytics import top_values
 from storage.query.filters import ALL, Condition
 from storage.query.stats import Bucket, Group
 from storage.query.users import UserQuery, user_page
-from storage.rollups import model_key
+from storage.rollups import TRAFFIC_SUMS, model_key
 
 Unit = Literal["hour", "day"]
 UNITS: tuple[Unit, ...] = ("hour", "day")
@@ -33,17 +33,7 @@ TOP_MODELS = 10
 HOUR, DAY = 13, 10
 # The key the whole range's figures are summed under, beside the periods.
 TOTAL = ""
-SUMS = (
-    "requests",
-    "latency_count",
-    "latency_sum",
-    "ttft_count",
-    "ttft_sum",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cost_usd",
-)
+SUMS = TRAFFIC_SUMS
 ROLLUP_SUMS = ", ".join(f"SUM({column}) AS {column}" for column in SUMS)
 ROW_SUMS = (
     "COUNT(*) AS requests, COUNT(r.latency_ms) AS latency_count, SUM(r.latency_ms) AS latency_sum, "
