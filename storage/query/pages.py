@@ -41,22 +41,35 @@ class PageQuery:
 
 @dataclass(slots=True)
 class Page:
+    """One keyset page (requests, sessions, users) and the cursor to the next (None on the last)."""
+
     rows: list[dict[str, Any]]
     next_cursor: str | None
 
 
+def pack_cursor(*parts: Any) -> str:
+    """An opaque cursor holding `parts` (the sort and the last row's keys)."""
+    return base64.urlsafe_b64encode(orjson.dumps(parts)).decode().rstrip("=")
+
+
+def unpack_cursor(cursor: str, size: int) -> list[Any]:
+    """The `size` parts pack_cursor() put in `cursor`; QueryError for anything else."""
+    try:
+        parts = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise QueryError("invalid cursor") from None
+    if not isinstance(parts, list) or len(parts) != size:
+        raise QueryError("invalid cursor")
+    return parts
+
+
 def encode_cursor(sort: str, direction: str, value: Any, last_id: str) -> str:
-    raw = orjson.dumps([sort, direction, value, last_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pack_cursor(sort, direction, value, last_id)
 
 
 def decode_cursor(cursor: str, sort: str, direction: str) -> tuple[Any, str]:
     """The (sort value, id) a cursor continues after; QueryError unless it is from this sort."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        kind, order, value, last_id = orjson.loads(raw)
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise QueryError("invalid cursor") from None
+    kind, order, value, last_id = unpack_cursor(cursor, 4)
     expected = str if sort == "created_at" else float | int
     if (kind, order) != (sort, direction) or not isinstance(last_id, str):
         raise QueryError("the cursor belongs to another sort order")

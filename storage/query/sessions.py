@@ -8,16 +8,13 @@ requests_session index, oldest first, with the session's rating.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from storage import Store
 from storage.errors import QueryError
 from storage.query.filters import ALL, Condition
+from storage.query.pages import Page, pack_cursor, unpack_cursor
 
 MAX_LIMIT = 500
 MAX_SEARCH = 200
@@ -62,25 +59,12 @@ class SessionQuery:
     cursor: str | None = None
 
 
-@dataclass(slots=True)
-class SessionPage:
-    """Sessions, latest activity first, and the cursor to the next page (None on the last)."""
-
-    rows: list[dict[str, Any]]
-    next_cursor: str | None
-
-
 def _encode(last_at: str, session_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([last_at, session_id])).decode().rstrip("=")
+    return pack_cursor(last_at, session_id)
 
 
 def _decode(cursor: str) -> tuple[str, str]:
-    try:
-        last_at, session_id = orjson.loads(
-            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        )
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise QueryError("invalid cursor") from None
+    last_at, session_id = unpack_cursor(cursor, 2)
     if not isinstance(last_at, str) or not isinstance(session_id, str):
         raise QueryError("invalid cursor")
     if "\x00" in last_at + session_id:
@@ -117,7 +101,7 @@ def _contains(text: str) -> str:
     return f"%{escaped}%"
 
 
-async def session_page(store: Store, condition: Condition, query: SessionQuery) -> SessionPage:
+async def session_page(store: Store, condition: Condition, query: SessionQuery) -> Page:
     """One page of sessions with requests matching `condition`, latest activity first.
 
     Each row: session_id, name, first_at, last_at, requests, prompt/completion/total tokens,
@@ -153,7 +137,7 @@ async def session_page(store: Store, condition: Condition, query: SessionQuery) 
     next_cursor = None
     if len(sessions) == query.limit:
         next_cursor = _encode(sessions[-1]["last_at"], sessions[-1]["session_id"])
-    return SessionPage(sessions, next_cursor)
+    return Page(sessions, next_cursor)
 
 
 async def session_detail(

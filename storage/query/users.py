@@ -8,16 +8,13 @@ as the first.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import orjson
 
 from storage import Store
 from storage.errors import QueryError
 from storage.query.filters import ALL, Condition
+from storage.query.pages import Page, pack_cursor, unpack_cursor
 
 UserSort = Literal["requests", "cost", "last_seen"]
 # What each sort orders by (descending, then user id ascending); NULL cost sorts as 0.
@@ -56,26 +53,13 @@ class UserQuery:
     cursor: str | None = None
 
 
-@dataclass(slots=True)
-class UserPage:
-    """Users in sort order, and the cursor to the next page (None on the last)."""
-
-    rows: list[dict[str, Any]]
-    next_cursor: str | None
-
-
 def _encode(sort: str, value: Any, user_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([sort, value, user_id])).decode().rstrip("=")
+    return pack_cursor(sort, value, user_id)
 
 
 def _decode(cursor: str, sort: str) -> tuple[Any, str]:
     """The (sort value, user id) a cursor continues after; QueryError for another sort's."""
-    try:
-        kind, value, user_id = orjson.loads(
-            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        )
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise QueryError("invalid cursor") from None
+    kind, value, user_id = unpack_cursor(cursor, 3)
     expected = str if sort == "last_seen" else int | float
     if kind != sort:
         raise QueryError("the cursor belongs to another sort order")
@@ -107,7 +91,7 @@ def _user(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def user_page(store: Store, condition: Condition, query: UserQuery) -> UserPage:
+async def user_page(store: Store, condition: Condition, query: UserQuery) -> Page:
     """One page of users with requests matching `condition`, largest `query.sort` first.
 
     Each row: user_id, requests, prompt/completion/total tokens, cost_usd, first_at and
@@ -141,4 +125,4 @@ async def user_page(store: Store, condition: Condition, query: UserQuery) -> Use
         if query.sort == "requests":
             key = int(key)
         next_cursor = _encode(query.sort, key, last["user_id"])
-    return UserPage([_user(row) for row in rows], next_cursor)
+    return Page([_user(row) for row in rows], next_cursor)
