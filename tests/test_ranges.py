@@ -89,3 +89,14 @@ def test_interval_chart_draws_each_rate_with_its_whiskers() -> None:
     assert sorted({float(e.get("x1", "")) for e in whiskers}) == pytest.approx(
         [LABEL_W + plot * 0.49, LABEL_W + plot * 0.70], abs=0.1
     )
+
+
+def test_the_axis_labels_stay_inside_the_chart() -> None:
+    """The last label ("100.0%") ends at the right edge's grid line instead of being centred on
+    it, which put half of it outside the drawing; the others are centred on theirs."""
+    chart = parse(interval_chart("rates", [Estimate("a", 0.5, 0.4, 0.6)]))
+    labels = [e for e in chart.iter() if e.tag.endswith("text") and e.get("text-anchor")]
+    assert [e.text for e in labels] == ["0.0%", "25.0%", "50.0%", "75.0%", "100.0%"]
+    assert [e.get("text-anchor") for e in labels] == ["middle"] * 4 + ["end"]
+    assert float(labels[-1].get("x", "")) == WIDTH - RIGHT
+    assert float(labels[0].get("x", "")) == LABEL_W

@@ -44,17 +44,20 @@ LABEL_W = 220
 
 
 def _x_grid(height: float, label: Format) -> list[Markup]:
-    """Five vertical grid lines right of the label column, labelled with `label(share)`."""
+    """Five vertical grid lines right of the label column, labelled with `label(share)`; the
+    last label ends at its line, so a wide one ("100.0%") stays inside the chart."""
     return [
         Markup(
             '<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" stroke="currentColor" '
-            'stroke-opacity="0.15"/><text x="{x:.1f}" y="{ty}" text-anchor="middle">{label}</text>'
+            'stroke-opacity="0.15"/>'
+            '<text x="{x:.1f}" y="{ty}" text-anchor="{anchor}">{label}</text>'
         ).format(
             x=LABEL_W + (WIDTH - LABEL_W - RIGHT) * i / 4,
             top=TOP,
             bottom=height - BOTTOM,
             ty=height - BOTTOM + 18,
             label=label(i / 4),
+            anchor="end" if i == 4 else "middle",
         )
         for i in range(5)
     ]
