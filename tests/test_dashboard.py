@@ -132,6 +132,22 @@ async def test_pages_tail_and_the_capped_count(make_proxy: ProxyFactory) -> None
     assert counted == {"count": 12, "capped": True, "text": "12+"}
 
 
+async def test_the_count_is_capped_under_a_filter_and_exact_in_the_api(
+    make_proxy: ProxyFactory,
+) -> None:
+    client = await seeded(make_proxy, dashboard={"count_cap": 2})
+    over = await (await client.get("/requests/count?property=app=chat")).json()
+    assert over == {"count": 2, "capped": True, "text": "2+"}
+    at = await (await client.get("/requests/count?feedback=up")).json()
+    assert at == {"count": 2, "capped": False, "text": "2"}
+    under = await (await client.get("/requests/count?score=accuracy>90")).json()
+    assert under == {"count": 1, "capped": False, "text": "1"}
+    # The JSON API's count is not capped.
+    tree = {"properties": {"app": {"equals": "chat"}}}
+    exact = await client.post("/v1/request/count/query", json={"filter": tree})
+    assert (await exact.json())["data"] == 3
+
+
 async def test_the_drawer_shows_the_chat_as_text(make_proxy: ProxyFactory) -> None:
     client = await make_proxy()
     prompt = "<img src=x onerror=alert(1)> </script><script>alert(2)</script>"

@@ -19,10 +19,10 @@ from proxy.dashboard.filters import UrlFilter, filter_bar, url_filter
 from proxy.dashboard.render import render
 from proxy.state import POLICY, SETTINGS, STORE
 from storage.errors import QueryError
+from storage.query.counts import capped_count
 from storage.query.datasets import list_datasets
 from storage.query.filters import compile_filter
 from storage.query.pages import PageQuery, encode_cursor, query_page
-from storage.query.stats import count_requests
 
 CURSOR_HEADER = "Relaylog-Next-Cursor"
 MAX_EXTRA_COLUMNS = 8
@@ -171,15 +171,11 @@ async def rows(request: web.Request) -> web.StreamResponse:
 
 
 async def count(request: web.Request) -> web.StreamResponse:
-    """How many rows match, counted up to dashboard.count_cap."""
+    """How many rows match, counted no further than dashboard.count_cap (then "N+")."""
     filt = url_filter(request.query)
     cap = request.app[SETTINGS].dashboard.count_cap
-    total = await count_requests(request.app[STORE], compile_filter(filt.tree))
-    capped = total > cap
-    shown = min(total, cap)
-    return web.json_response(
-        {"count": shown, "capped": capped, "text": f"{shown:,}{'+' if capped else ''}"}
-    )
+    found = await capped_count(request.app[STORE], compile_filter(filt.tree), cap)
+    return web.json_response({"count": found.count, "capped": found.capped, "text": found.text})
 
 
 def _request_id(request: web.Request) -> str:
