@@ -13,7 +13,8 @@ from proxy.api.http import mount, reserve
 from proxy.auth import AccessPolicy, feedback_keyring, proxy_keyring
 from proxy.config import Settings
 from proxy.dashboard import setup_dashboard
-from proxy.errors import FORWARD_ROUTE, error_middleware
+from proxy.envelopes import error_middleware
+from proxy.errors import FORWARD_ROUTE
 from proxy.gateway.cache import ResponseCache
 from proxy.gateway.exchange import to_row
 from proxy.gateway.forward import Forwarder, forward

@@ -94,6 +94,21 @@ async def test_rows_are_committed_by_the_writer_process_and_read_back(
     assert proxy.app[RECORDER].written == 5
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
+async def test_the_writer_process_loads_no_web_framework(make_proxy: ProxyFactory) -> None:
+    # Each of these packages maps a compiled module of its own once imported: aiohttp's HTTP
+    # parser, Jinja2's markupsafe, pydantic's core. The writer needs none of them.
+    proxy = await make_proxy(recorder={"writer": "process"})
+    assert (await proxy.post("/v1/chat/completions", json=CHAT)).status == 200
+    await settle(proxy.app)
+    writer = process_writer(proxy.app[RECORDER])
+    mapped = Path(f"/proc/{writer.pid}/maps").read_text()
+    assert "/orjson/" in mapped  # what the writer does load is visible here
+    for package in ("/aiohttp/", "/markupsafe/", "/pydantic_core/", "/yarl/", "/multidict/"):
+        assert package not in mapped, package
+    assert package in Path(f"/proc/{os.getpid()}/maps").read_text()
+
+
 async def test_a_killed_writer_process_is_replaced_and_nothing_is_lost(
     make_proxy: ProxyFactory, tmp_path: Path
 ) -> None:

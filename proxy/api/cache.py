@@ -8,7 +8,8 @@ import time
 from aiohttp import web
 from multidict import MultiMapping
 
-from proxy.errors import ApiError, envelope
+from proxy.envelopes import envelope
+from proxy.errors import ApiError
 from proxy.state import STORE
 from storage.cache import CacheFilter
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.api.models import DatasetCreateBody, DatasetListBody, DatasetMutateBody
-from proxy.errors import envelope
+from proxy.envelopes import envelope
 from proxy.state import STORE
 from storage.query.datasets import (
     change_rows,

@@ -20,7 +20,8 @@ from proxy.api.models import (
     SessionFeedbackBody,
     json_type,
 )
-from proxy.errors import ApiError, envelope
+from proxy.envelopes import envelope
+from proxy.errors import ApiError
 from proxy.gateway.exchange import fallback_row
 from proxy.gateway.headers import is_valid_request_id
 from proxy.state import METRICS, RECORDER, SETTINGS, STORE

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.errors import ApiError, envelope
+from proxy.envelopes import envelope
+from proxy.errors import ApiError
 from proxy.state import RECORDER, STORE
 from storage.errors import StoreError
 

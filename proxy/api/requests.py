@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.api.models import CountBody, QueryBody, StatsBody
-from proxy.errors import envelope
+from proxy.envelopes import envelope
 from proxy.state import STORE
 from storage.query.filters import compile_filter
 from storage.query.pages import query_page
