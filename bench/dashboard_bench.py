@@ -41,8 +41,13 @@ from proxy.config import Settings
 from proxy.state import STORE
 
 TARGET_MS = 300.0
-# The requests list's filters: none, a feedback filter and a score filter (URL shorthands).
-LIST_FILTERS = (("", ""), ("feedback up", "feedback=up"), ("accuracy > 90", "score=accuracy>90"))
+# The requests list's filters: none, feedback, a score, and both (URL shorthands).
+LIST_FILTERS = (
+    ("", ""),
+    ("feedback up", "feedback=up"),
+    ("accuracy > 90", "score=accuracy>90"),
+    ("feedback down and accuracy > 90", "feedback=down&score=accuracy>90"),
+)
 RANGES = (("24 h", "24h"), ("7 d", "7d"), ("30 d", "30d"), ("all time", ""))
 DATASET = "bench rated down"
 CURSOR = re.compile(r'data-cursor="([^"]+)"')

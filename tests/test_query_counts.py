@@ -14,6 +14,7 @@ from storage.errors import FilterError, QueryError
 from storage.query.counts import CappedCount, capped_count, semijoins
 from storage.query.datasets import create_dataset
 from storage.query.filters import compile_filter, conjoin
+from storage.query.pages import MIN_SEMIJOINS, PageQuery, query_page
 from storage.query.stats import count_requests
 from tests.logbook import IDS, fill
 
@@ -114,3 +115,29 @@ async def test_a_bad_cap_or_filter_is_refused(store: Store) -> None:
         await capped_count(store, "all", 0)
     with pytest.raises(FilterError):
         await capped_count(store, {"scores": {"accuracy": {"gt": "lots"}}}, 10)
+
+
+@pytest.mark.parametrize(
+    ("tree", "newest_first"),
+    [
+        (conjoin(RATED_UP, ACCURATE), ["r1"]),
+        (conjoin(IN_DATASET, RATED_UP), ["r1"]),
+        (conjoin(IN_DATASET, {"scores": {"helpful": {"gte": 0}}}), ["r6", "r1"]),
+        (conjoin(IN_DATASET, {"scores": {"helpful": {"gte": 0}}}, MINI), ["r1"]),
+        (conjoin(IN_DATASET, ACCURATE, {"scores": {"accuracy": {"lt": 90}}}), []),
+    ],
+)
+async def test_pages_with_two_required_sets_hold_the_same_rows(
+    store: Store, tree: Any, newest_first: list[str]
+) -> None:
+    assert len(semijoins(tree)) >= MIN_SEMIJOINS
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await query_page(store, PageQuery(tree, limit=1, cursor=cursor))
+        seen += [row["request_id"] for row in page.rows]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == newest_first
+    assert await count_requests(store, compile_filter(tree)) == len(newest_first)

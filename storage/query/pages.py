@@ -13,6 +13,7 @@ import orjson
 from storage import Store
 from storage.errors import QueryError
 from storage.models import ROW_COLUMNS
+from storage.query.counts import semijoins
 from storage.query.filters import Condition, compile_filter
 from storage.query.rows import helicone_row, scores_for
 
@@ -25,6 +26,11 @@ SORTS = {
 SORT_ALIASES = {"latency_ms": "latency", "cost_usd": "cost"}
 
 Direction = Literal["asc", "desc"]
+# A page reads the newest rows until it is full: quick for one feedback or score test (a page
+# of rated rows is among the newest few thousand), slow for two (rated down AND scored over 90
+# is a few hundred rows of a million). From two such tests on, the page starts from the rated
+# and scored requests instead (storage.query.counts.semijoins; the rows are the same).
+MIN_SEMIJOINS = 2
 
 
 @dataclass(slots=True)
@@ -84,6 +90,11 @@ async def query_page(store: Store, query: PageQuery) -> Page:
     sort, direction = query.sort, query.direction
     order_by = SORTS[sort]
     where, params = [condition.sql], list(condition.params)
+    hints = semijoins(query.filter)
+    if len(hints) >= MIN_SEMIJOINS:
+        for hint in hints:
+            where.append(hint.sql)
+            params += hint.params
     if query.cursor is not None:
         value, last_id = decode_cursor(query.cursor, sort, direction)
         where.append(f"({order_by}, r.id) {'<' if direction == 'desc' else '>'} (?, ?)")
