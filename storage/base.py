@@ -1,13 +1,38 @@
-"""The store interface every backend implements, and open_store() to pick one from a URL."""
+"""The store interface every backend implements, open_store() to pick one from a URL, and
+read_deadline(): a time limit every read in its context honours by stopping the statement."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from storage.cache import CacheEntry, CacheFilter
 from storage.models import UNCHANGED, Row, Unchanged
 from storage.ratelimit import WindowUsage
+
+# The time.monotonic() instant by which reads in this context must end; None is no limit.
+READ_DEADLINE: ContextVar[float | None] = ContextVar("relaylog_read_deadline", default=None)
+
+
+@contextmanager
+def read_deadline(seconds: float) -> Iterator[float]:
+    """Every `fetch` in this context (and in tasks started from it) ends within `seconds`: a
+    statement still running then is stopped by the store and raises QueryTimeout. A deadline set
+    outside that falls earlier stays in force. Yields the deadline (time.monotonic())."""
+    if not seconds > 0:
+        raise ValueError(f"a read deadline must be a positive number of seconds, not {seconds!r}")
+    deadline = time.monotonic() + seconds
+    outer = READ_DEADLINE.get()
+    if outer is not None:
+        deadline = min(deadline, outer)
+    token = READ_DEADLINE.set(deadline)
+    try:
+        yield deadline
+    finally:
+        READ_DEADLINE.reset(token)
 
 
 class Store(Protocol):
@@ -59,7 +84,9 @@ class Store(Protocol):
     ) -> dict[str, float]: ...
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """Run a parameterised read query written with `?` placeholders."""
+        """Run a parameterised read query written with `?` placeholders. Under read_deadline a
+        statement still running at the deadline is stopped (QueryTimeout); a cancelled call
+        stops its statement too."""
 
     async def fetch_in(
         self, sql: str, ids: Sequence[Any], before: Sequence[Any] = (), after: Sequence[Any] = ()

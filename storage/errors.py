@@ -3,6 +3,7 @@
 StoreError          the store could not complete an operation (busy, unreachable, full)
   RowRejected       the store refused the data itself; retrying cannot help
   NoStore           a read opened a place that holds no relaylog store (nothing is created)
+  QueryTimeout      a read ran past its deadline (storage.base.read_deadline) and was stopped
 QueryError          (ValueError) a filter, cursor, grouping or export option is invalid
   FilterError       a filter tree node that cannot be compiled; names the bad node
 UnknownDataset      (LookupError) no dataset has that id or name
@@ -22,6 +23,14 @@ class RowRejected(StoreError):
 
 class NoStore(StoreError):
     """The database opened holds no relaylog schema, and the caller asked not to create one."""
+
+
+class QueryTimeout(StoreError):
+    """A read ran past the deadline set by storage.base.read_deadline; the store stopped the
+    statement itself (SQLite: interrupted; PostgreSQL: cancelled on the server)."""
+
+    def __init__(self) -> None:
+        super().__init__("the read ran past its time limit and was stopped")
 
 
 class QueryError(ValueError):

@@ -1,15 +1,21 @@
-"""The PostgreSQL store (asyncpg): the same schema and behaviour as SQLite, shared by replicas."""
+"""The PostgreSQL store (asyncpg): the same schema and behaviour as SQLite, shared by replicas.
+
+A read under storage.base.read_deadline passes the time left to asyncpg, which cancels the
+statement on the server when it runs out; a cancelled call is cancelled on the server too.
+"""
 
 from __future__ import annotations
 
 import re
+import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from storage.errors import NoStore, RowRejected, StoreError
+from storage.base import READ_DEADLINE
+from storage.errors import NoStore, QueryTimeout, RowRejected, StoreError
 from storage.migrations import POSTGRES
 from storage.models import redact
 from storage.sql import SCHEMA_PROBE, SqlStore, Tx
@@ -139,9 +145,27 @@ class PostgresStore(SqlStore):
         await tx.execute("SELECT pg_advisory_xact_lock(?)", (ROLLUP_LOCK,))
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        deadline = READ_DEADLINE.get()
+        if deadline is None:
+            try:
+                async with self.pool.acquire() as conn:
+                    records = await conn.fetch(to_numbered(sql), *params)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise StoreError(f"query failed: {exc}") from exc
+            return [dict(r) for r in records]
         try:
-            async with self.pool.acquire() as conn:
-                records = await conn.fetch(to_numbered(sql), *params)
+            async with self.pool.acquire(timeout=_left(deadline)) as conn:
+                records = await conn.fetch(to_numbered(sql), *params, timeout=_left(deadline))
+        except TimeoutError as exc:  # asyncpg cancelled the statement on the server
+            raise QueryTimeout from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"query failed: {exc}") from exc
         return [dict(r) for r in records]
+
+
+def _left(deadline: float) -> float:
+    """Seconds until `deadline`; QueryTimeout once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise QueryTimeout
+    return left

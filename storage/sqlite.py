@@ -1,8 +1,10 @@
 """The SQLite store: WAL, busy_timeout, synchronous=NORMAL, one writer connection.
 
-Connections run on aiosqlite's threads, so the event loop never waits on the file; a process
-that does nothing but write (the log writer process) opens the store with `threaded=False`
-and runs each statement inline, sparing it a thread hop per statement.
+The writer runs on aiosqlite's thread and the reader on a thread of its own, so the event loop
+never waits on the file; a process that does nothing but write (the log writer process) opens
+the store with `threaded=False` and runs each statement inline, sparing it a thread hop per
+statement. A read is stopped (sqlite3_interrupt) at its deadline (storage.base.read_deadline)
+or when its caller stops waiting, so it never holds the reader for the reads queued behind it.
 """
 
 from __future__ import annotations
@@ -12,20 +14,27 @@ import contextlib
 import logging
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from storage.errors import NoStore, RowRejected, StoreError
+from storage.base import READ_DEADLINE
+from storage.errors import NoStore, QueryTimeout, RowRejected, StoreError
 from storage.migrations import SQLITE
 from storage.sql import SCHEMA_PROBE, SqlStore, Tx
 
 log = logging.getLogger("relaylog.store")
 
 BUSY_TIMEOUT_MS = 5000
+# An inline reader (no thread to interrupt it from) checks a deadline every this many VM steps.
+PROGRESS_STEPS = 10_000
 # Errors about the data written rather than the database's state (a busy or locked file).
 REFUSED = (
     sqlite3.IntegrityError,
@@ -110,6 +119,138 @@ class _SqliteTx:
             return [dict(r) for r in await cursor.fetchall()]
 
 
+@dataclass(slots=True)
+class _Read:
+    """One statement for the reader, and whether it was stopped (deadline, caller gone)."""
+
+    sql: str
+    params: tuple[Any, ...]
+    deadline: float | None
+    stopped: bool = False
+
+    def overdue(self) -> bool:
+        return self.stopped or (self.deadline is not None and time.monotonic() >= self.deadline)
+
+
+Result = tuple[list[str], list[Any]]
+
+
+def _open_reader(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class _Reader:
+    """The read connection: one statement at a time, each stoppable.
+
+    Threaded, statements run on the reader's own thread and are stopped from the event loop with
+    sqlite3_interrupt, which costs a statement nothing while it runs (a progress handler would
+    take the GIL every few thousand VM steps and wait on a busy loop each time). The lock makes
+    the interrupt land only on the statement it is meant for: it is called only while that
+    statement is the one running, and one queued is stopped before it starts. Inline (no thread
+    to interrupt from), a deadline read runs with a progress handler instead.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor | None) -> None:
+        self._conn = conn
+        self._thread = thread
+        self._lock = threading.Lock()
+        self._running: _Read | None = None
+
+    @classmethod
+    async def open(cls, path: str, *, threaded: bool) -> _Reader:
+        if not threaded:
+            return cls(_open_reader(path), None)
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relaylog-reader")
+        opening = asyncio.get_running_loop().run_in_executor(thread, _open_reader, path)
+        try:
+            conn = await asyncio.shield(opening)
+        except asyncio.CancelledError:  # a cancelled open still closes what it opened
+            with contextlib.suppress(Exception):
+                (await opening).close()
+            thread.shutdown(wait=False)
+            raise
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(conn, thread)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a statement is running on the reader now."""
+        return self._running is not None
+
+    async def close(self) -> None:
+        with self._lock:  # a read still running would hold up the close
+            if self._running is not None:
+                self._running.stopped = True
+                self._conn.interrupt()
+        if self._thread is None:
+            self._conn.close()
+            return
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
+        self._thread.shutdown(wait=False)
+
+    async def fetch(self, read: _Read) -> Result:
+        if self._thread is None:
+            return self._run_inline(read)
+        loop = asyncio.get_running_loop()
+        timer = None
+        if read.deadline is not None:
+            timer = loop.call_later(max(0.0, read.deadline - time.monotonic()), self._stop, read)
+        try:
+            return await loop.run_in_executor(self._thread, self._run, read)
+        except asyncio.CancelledError:
+            self._stop(read)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _stop(self, read: _Read) -> None:
+        """Stop `read`: interrupted if it is running, never started if it is queued."""
+        with self._lock:
+            read.stopped = True
+            if self._running is read:
+                self._conn.interrupt()
+
+    def _run(self, read: _Read) -> Result:
+        with self._lock:
+            if read.overdue():
+                raise QueryTimeout
+            self._running = read
+        try:
+            return self._execute(read)
+        finally:
+            with self._lock:
+                self._running = None
+
+    def _run_inline(self, read: _Read) -> Result:
+        if read.deadline is None:
+            return self._execute(read)
+        if read.overdue():
+            raise QueryTimeout
+        self._conn.set_progress_handler(read.overdue, PROGRESS_STEPS)
+        try:
+            return self._execute(read)
+        finally:
+            self._conn.set_progress_handler(None, 0)
+
+    def _execute(self, read: _Read) -> Result:
+        cursor = self._conn.execute(read.sql, read.params)
+        try:
+            rows = cursor.fetchall()
+            return [column[0] for column in cursor.description or ()], rows
+        finally:
+            cursor.close()
+
+
 class SQLiteStore(SqlStore):
     """SQLite behind the Store interface. Writes go through one connection, reads another."""
 
@@ -120,7 +261,7 @@ class SQLiteStore(SqlStore):
         self.description = f"sqlite:{path}"
         self.threaded = threaded
         self._write: Connection | None = None
-        self._read: Connection | None = None
+        self._read: _Reader | None = None
         # Transactions on the writer connection must not interleave.
         self._write_lock = asyncio.Lock()
         # (device, inode) of the file opened: a file deleted or replaced under us is noticed.
@@ -187,7 +328,7 @@ class SQLiteStore(SqlStore):
                 await self._require_schema(self._write)
             await self._write.execute("PRAGMA journal_mode = WAL")
             applied = await self.migrate()
-            self._read = await self._connect()
+            self._read = await _Reader.open(self.path, threaded=self.threaded)
             if self.path != ":memory:":
                 self._identity = self._file_identity()
         except NoStore:
@@ -208,10 +349,12 @@ class SQLiteStore(SqlStore):
 
     async def close(self) -> None:
         self._identity = None
-        for conn in (self._read, self._write):
-            if conn is not None:
-                await conn.close()
-        self._read = self._write = None
+        reader, self._read = self._read, None  # a read arriving meanwhile finds the store closed
+        if reader is not None:
+            await reader.close()
+        if self._write is not None:
+            await self._write.close()
+        self._write = None
 
     @property
     def writer(self) -> Connection:
@@ -220,7 +363,7 @@ class SQLiteStore(SqlStore):
         return self._write
 
     @property
-    def reader(self) -> Connection:
+    def reader(self) -> _Reader:
         if self._read is None:
             raise StoreError("store is not open")
         return self._read
@@ -246,10 +389,13 @@ class SQLiteStore(SqlStore):
             raise StoreError(f"write failed: {exc}") from exc
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        read = _Read(sql, tuple(params), READ_DEADLINE.get())
         try:
-            async with self.reader.execute(sql, tuple(params)) as cursor:
-                rows = await cursor.fetchall()
-                names = [column[0] for column in cursor.description or ()]
+            names, rows = await self.reader.fetch(read)
+        except sqlite3.OperationalError as exc:
+            if read.deadline is not None and exc.sqlite_errorcode == sqlite3.SQLITE_INTERRUPT:
+                raise QueryTimeout from exc
+            raise StoreError(f"query failed: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"query failed: {exc}") from exc
         # Zipping with the column names is several times faster than dict(sqlite3.Row).
