@@ -1,6 +1,6 @@
 """Read deadlines: a statement still running at its deadline is stopped by the store itself
-(SQLite: interrupted; PostgreSQL: cancelled on the server), and a cancelled read stops its
-statement.
+(SQLite: interrupted; PostgreSQL: cancelled on the server), a cancelled read stops its
+statement, and the dashboard answers such a page 503 "narrow the time range", never 500.
 
 Each test bounds itself with BOUND: a statement that is not stopped fails the test (as a
 TimeoutError) instead of hanging it. No test asserts how long anything took.
@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from proxy.state import STORE
 from storage.base import READ_DEADLINE, Store, open_store, read_deadline
 from storage.errors import QueryTimeout, StoreError
 from storage.postgres import PostgresStore
 from storage.sqlite import SQLiteStore
+from tests.helpers import ProxyFactory
+from tests.logbook import fill
 
 # Counts an endless sequence: never finishes on either store unless stopped.
 NEVER = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"
@@ -129,3 +132,33 @@ def test_an_inner_deadline_never_extends_an_outer_one() -> None:
 def test_a_deadline_must_be_a_positive_number_of_seconds(seconds: float) -> None:
     with pytest.raises(ValueError, match="positive number of seconds"), read_deadline(seconds):
         pass
+
+
+# The requests table swapped for a view whose rows never come: any read of it never ends.
+STALL = [
+    "ALTER TABLE requests RENAME TO requests_kept",
+    f"CREATE VIEW requests AS SELECT * FROM requests_kept WHERE ({NEVER}) > 0",
+]
+UNSTALL = ["DROP VIEW requests", "ALTER TABLE requests_kept RENAME TO requests"]
+
+
+async def test_a_dashboard_page_whose_read_overruns_answers_503_and_the_app_serves_on(
+    make_proxy: ProxyFactory, store_url: str
+) -> None:
+    client = await make_proxy(store={"db": store_url}, dashboard={"query_timeout_s": SHORT})
+    store = client.app[STORE]
+    await fill(store)
+    async with asyncio.timeout(BOUND):
+        await store.transact([(sql, ()) for sql in STALL])
+        response = await client.get("/requests")
+        html = await response.text()
+        assert response.status == 503, html[:500]
+        assert "narrow the time range" in html
+        part = await client.get("/requests/rows")
+        assert part.status == 503
+        assert (await part.text()).startswith("This view took longer than 0.3 s")
+        # The stopped statements hold nothing: the same page reads the restored table at once.
+        await store.transact([(sql, ()) for sql in UNSTALL])
+        response = await client.get("/requests")
+        assert response.status == 200
+        assert 'data-id="r6"' in await response.text()

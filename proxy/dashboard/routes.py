@@ -1,5 +1,8 @@
 """The dashboard's route table and page_handler(): keys, read-your-writes, time limit, headers.
 
+The time limit (`dashboard.query_timeout_s`) is a read deadline the store honours: a statement
+still running when it passes is stopped, so a slow view frees the store for the next reader.
+
 PAGES lists every dashboard route once, in the order of the top navigation. mount_pages()
 registers them (before the API's routes cannot clash: none is under /v1) and the static files.
 """
@@ -19,7 +22,8 @@ from proxy.dashboard import analytics, auth, datasets, operations, requests, ses
 from proxy.dashboard.filters import filter_bar, unparsed
 from proxy.dashboard.render import NavItem, render, signed_in
 from proxy.state import DASHBOARD_NAV, RECORDER, SETTINGS
-from storage.errors import DatasetExists, QueryError, StoreError, UnknownDataset
+from storage.base import read_deadline
+from storage.errors import DatasetExists, QueryError, QueryTimeout, StoreError, UnknownDataset
 
 log = logging.getLogger("relaylog.dashboard")
 
@@ -101,9 +105,12 @@ async def _answer(page: Page, request: web.Request) -> web.StreamResponse:
         await request.app[RECORDER].caught_up(settings.feedback.wait_ms / 1000)
     seconds = settings.dashboard.query_timeout_s
     try:
-        async with asyncio.timeout(seconds):
-            return await page.handler(request)
-    except TimeoutError:
+        # The store stops a statement at the deadline; the page as a whole ends there too.
+        with read_deadline(seconds):
+            async with asyncio.timeout(seconds):
+                return await page.handler(request)
+    except (QueryTimeout, TimeoutError):
+        log.info("%s stopped at the dashboard's time limit (%g s)", request.path, seconds)
         return _problem(request, page.part, 503, TIMEOUT_MESSAGE.format(seconds=seconds))
     except UnknownDataset as exc:
         return _problem(request, page.part, 404, str(exc))
