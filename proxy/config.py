@@ -324,7 +324,10 @@ class DashboardSettings(Section):
         5.0,
         gt=0,
         le=300,
-        description="Longest a dashboard read may run; a slower one asks to narrow the time range.",
+        description=(
+            "Longest a dashboard read may run: its statements are stopped then and the page "
+            "asks to narrow the time range."
+        ),
     )
     page_size: int = Field(50, ge=10, le=500, description="Rows per page of the requests list.")
     count_cap: int = Field(
