@@ -13,6 +13,8 @@ import pytest
 from storage import Row, Store, open_store
 from storage.migrations import LATENCY_BUCKET_SQL, m007_rollups
 from storage.query import rollups as query_rollups
+from storage.query.analytics import rated_split, top_values
+from storage.query.compare import rated_counts
 from storage.query.datasets import create_dataset
 from storage.query.filters import compile_filter
 from storage.query.stats import request_stats
@@ -257,7 +259,32 @@ async def _no_plan(*args: Any) -> None:
     return None
 
 
+def _ordered(groups: list[dict[str, Any]]) -> list[str]:
+    return sorted(repr(group) for group in groups)
+
+
+async def _analytics(store: Store, tree: Any) -> list[Any]:
+    """The analytics answers the rollups give for `tree`: splits, rated counts, top models."""
+    condition = compile_filter(tree)
+    found: list[Any] = [await rated_counts(store, condition)]
+    for unit, by, top in itertools.product(("hour", "day"), (None, "model"), (1, 6)):
+        found.append(_ordered(await rated_split(store, condition, unit, by, top)))
+    for limit in (1, 2, 10):
+        found.append(await top_values(store, condition, "model", limit))
+    return found
+
+
+async def _check_analytics(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The analytics queries answer the same from the rollups and from the rows alone."""
+    for tree in [*ROLLUP_FILTERS, *ROW_FILTERS]:
+        found = await _analytics(store, tree)
+        with monkeypatch.context() as patched:
+            patched.setattr(query_rollups, "plan", _no_plan)
+            assert found == await _analytics(store, tree), tree
+
+
 async def _check_every_way(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _check_analytics(store, monkeypatch)
     for tree in ROLLUP_FILTERS:
         for dimensions in DIMENSION_SETS:
             stats, from_rows, answered = await _both_ways(store, tree, dimensions, monkeypatch)

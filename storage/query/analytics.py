@@ -9,12 +9,14 @@ limit: a store with a million rows and thousands of distinct users still answers
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from storage import Store
 from storage.errors import QueryError
+from storage.query import rollups
 from storage.query.filters import ALL, Condition
 from storage.query.stats import DIMENSIONS, PROPERTY_PREFIX, Grouping, check_dimensions
 
@@ -82,27 +84,69 @@ def joined(source: str, link: str, condition: Condition) -> str:
     return f"FROM {source} JOIN requests r ON r.id = {link} WHERE ({condition.sql})"
 
 
+# A condition on these columns alone leaves the (user_id, created_at) index covering.
+USER_INDEX_COLUMNS = frozenset({"created_at", "user_id"})
+REQUEST_COLUMN = re.compile(r"\br\.([a-z_]+)")
+
+
 async def top_values(
     store: Store, condition: Condition, dimension: str, limit: int = 10
 ) -> list[dict[str, Any]]:
     """The most frequent values of `dimension` among the matching rows: value and requests,
     most requests first (ties by value). Rows without a value are left out.
 
-    Counts only, so an index answers them: (model, created_at), (user_id, created_at) and
-    (key, value) of the properties.
+    Models come from the rollups when they answer the condition (plus its edge hours from
+    the rows). Otherwise counts only, so an index answers them: (model, created_at),
+    (user_id, created_at) and (key, value) of the properties; under a condition the
+    matching requests lead (CROSS JOIN keeps SQLite from starting at the property rows of
+    every request, thousands of times slower for a day among months).
     """
     column, join, params = _top_source(dimension)
+    limit = _bounded(limit)
+    if dimension == "model":
+        plan = await rollups.plan(store, condition, ["model"])
+        if plan is not None:
+            return await _top_models(store, plan, limit)
+    grouped = column
     if join and condition.sql == ALL.sql:
         source = "FROM request_properties tp WHERE tp.key = ?"
-    else:
-        source = f"FROM requests r {join} WHERE ({condition.sql})"
+    elif join:
+        source = (
+            "FROM requests r CROSS JOIN request_properties tp "
+            f"WHERE tp.request_id = r.id AND tp.key = ? AND ({condition.sql})"
+        )
         params = [*params, *condition.params]
+    else:
+        source = f"FROM requests r WHERE ({condition.sql})"
+        params = [*params, *condition.params]
+        if dimension == "user" and not set(REQUEST_COLUMN.findall(condition.sql)) <= (
+            USER_INDEX_COLUMNS
+        ):
+            # Walking the user index in order would read the row of every request to test
+            # the condition; an expression keeps SQLite to the condition's own index.
+            grouped = f"{column} || ''"
     rows = await store.fetch(
-        f"SELECT {column} AS value, COUNT(*) AS requests {source} AND {column} IS NOT NULL "
-        f"GROUP BY {column} ORDER BY COUNT(*) DESC, {column} LIMIT ?",
-        [*params, _bounded(limit)],
+        f"SELECT {grouped} AS value, COUNT(*) AS requests {source} AND {column} IS NOT NULL "
+        f"GROUP BY {grouped} ORDER BY COUNT(*) DESC, {grouped} LIMIT ?",
+        [*params, limit],
     )
     return [{"value": row["value"], "requests": int(row["requests"])} for row in rows]
+
+
+async def _top_models(store: Store, plan: rollups.Plan, limit: int) -> list[dict[str, Any]]:
+    """top_values by model from the rollups' covered hours and the edge hours' rows."""
+    counts: dict[str, int] = {}
+    found = await rollups.hour_sums(store, plan, ["r.model"], ("requests",))
+    found += await store.fetch(
+        "SELECT r.model AS g0, COUNT(*) AS requests FROM requests r "
+        f"WHERE ({plan.rest.sql}) GROUP BY r.model",
+        plan.rest.params,
+    )
+    for row in found:
+        if row["g0"] is not None:
+            counts[row["g0"]] = counts.get(row["g0"], 0) + int(_number(row["requests"]))
+    ranked = sorted((item for item in counts.items() if item[1]), key=lambda i: (-i[1], i[0]))
+    return [{"value": value, "requests": count} for value, count in ranked[:limit]]
 
 
 @dataclass(slots=True)
@@ -243,9 +287,48 @@ async def rated_over_time(
     ]
 
 
-# The time buckets of rated_split: a day as request_stats' "day", or an hour.
+# The time buckets of rated_split: a day as request_stats' "day", or an hour; the same over
+# rollup_hours' hour (the first 13 characters of created_at).
 BUCKETS = {"hour": "substr(r.created_at, 1, 13)", "day": DIMENSIONS["day"]}
+ROLLUP_BUCKETS = {"hour": "r.hour", "day": "substr(r.hour, 1, 10)"}
 TOP_SPLIT = 6
+# Cells of rated counts: (bucket or None, model or None) -> [rated, positive].
+Cells = dict[tuple[Any, Any], list[int]]
+
+
+async def rated_cells(
+    store: Store, condition: Condition, unit: str | None, by_model: bool
+) -> Cells | None:
+    """Rated and positive requests per time bucket (`unit`; None: one cell) and, with
+    `by_model`, per model, from the rollups' covered hours and the edge hours' rows; None
+    when the rollups cannot answer `condition`. Cells without a rating are left out."""
+    plan = await rollups.plan(store, condition, ["model"] if by_model else [])
+    if plan is None:
+        return None
+    columns = [ROLLUP_BUCKETS[unit]] if unit else []
+    # The edge hours by time: an expression for the day that is not requests_daily's own.
+    raw = [f"{BUCKETS[unit]} || ''"] if unit else []
+    if by_model:
+        columns.append("r.model")
+        raw.append("r.model")
+    found = await rollups.hour_sums(store, plan, columns, ("rated", "positive"))
+    select = "".join(f"{column} AS g{i}, " for i, column in enumerate(raw))
+    found += await store.fetch(
+        f"SELECT {select}COUNT(*) AS rated, SUM(f.rating) AS positive "
+        f"FROM requests r CROSS JOIN feedback f WHERE f.request_id = r.id AND ({plan.rest.sql})"
+        + (f" GROUP BY {', '.join(raw)}" if raw else ""),
+        plan.rest.params,
+    )
+    cells: Cells = {}
+    for row in found:
+        rated = int(_number(row["rated"]))
+        if not rated:
+            continue
+        key = (row["g0"] if unit else None, row[f"g{len(raw) - 1}"] if by_model else None)
+        cell = cells.setdefault(key, [0, 0])
+        cell[0] += rated
+        cell[1] += int(_number(row["positive"]))
+    return cells
 
 
 async def rated_split(
@@ -257,10 +340,18 @@ async def rated_split(
     Groups as rated_over_time's, {"key": {unit: bucket, by: value}, "feedback", "rest"}, where
     the rest's value is None and "rest" true; a row without a value is None with "rest" false.
     However many users or property values the rated rows hold, the answer is at most
-    buckets x (top + 2) groups.
+    buckets x (top + 2) groups. With no split or a split by model, the rollups answer the
+    filters they can (rated_cells); the others read the rated rows.
     """
     if unit not in BUCKETS:
         raise QueryError(f"bucket by {', '.join(BUCKETS)}, not {unit!r}")
+    if by is not None:
+        check_dimensions([by])
+    top = _bounded(top)
+    if by in (None, "model"):
+        cells = await rated_cells(store, condition, unit, by is not None)
+        if cells is not None:
+            return _split_cells(cells, unit, by, top)
     source = "FROM feedback f JOIN requests r ON r.id = f.request_id"
     if by is None:
         rows = await store.fetch(
@@ -269,7 +360,6 @@ async def rated_split(
             condition.params,
         )
         return [_split_group(row, unit, None) for row in rows]
-    check_dimensions([by])
     grouping = Grouping.of([by])
     # The rated rows are read once (a CTE used twice is materialized): the top values are
     # ranked from them, then every row is counted under its value or as the rest.
@@ -282,9 +372,34 @@ async def rated_split(
         f"SELECT b AS g_bucket, CASE WHEN v IN ({ranked}) THEN v END AS g_value, "
         f"CASE WHEN v IS NULL OR v IN ({ranked}) THEN 0 ELSE 1 END AS g_rest, "
         "COUNT(*) AS rated, SUM(rating) AS positive FROM rated GROUP BY g_bucket, g_value, g_rest",
-        [*grouping.params, *condition.params, _bounded(top)],
+        [*grouping.params, *condition.params, top],
     )
     return [_split_group(row, unit, by) for row in rows]
+
+
+def _split_cells(cells: Cells, unit: str, by: str | None, top: int) -> list[dict[str, Any]]:
+    """rated_split's groups from rated_cells: the `top` most rated values (ties by value),
+    rows without a value, and the rest summed, in bucket order."""
+    weights: dict[Any, int] = {}
+    for (_, value), (rated, _) in cells.items():
+        if value is not None:
+            weights[value] = weights.get(value, 0) + rated
+    kept = set(sorted(weights, key=lambda v: (-weights[v], v))[:top])
+    groups: dict[tuple[Any, Any, int], list[int]] = {}
+    for (bucket, value), (rated, positive) in cells.items():
+        rest = int(value is not None and value not in kept)
+        group = groups.setdefault((bucket, None if rest else value, rest), [0, 0])
+        group[0] += rated
+        group[1] += positive
+    return [
+        _split_group(
+            {"g_bucket": b, "g_value": v, "g_rest": rest, "rated": n, "positive": p}, unit, by
+        )
+        for (b, v, rest), (n, p) in sorted(
+            groups.items(),
+            key=lambda item: (item[0][0], item[0][2], item[0][1] is None, str(item[0][1])),
+        )
+    ]
 
 
 def _split_group(row: dict[str, Any], unit: str, by: str | None) -> dict[str, Any]:

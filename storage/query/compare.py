@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from storage import Store
 from storage.models import utc_iso
-from storage.query.analytics import joined
+from storage.query.analytics import joined, rated_cells
 from storage.query.filters import Condition, conjoin
 
 Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
@@ -160,7 +160,12 @@ def compare(a: Rate, b: Rate, min_rated: int = MIN_RATED) -> Comparison:
 
 
 async def rated_counts(store: Store, condition: Condition) -> tuple[int, int]:
-    """(rated, positive) over the requests matching `condition`."""
+    """(rated, positive) over the requests matching `condition`: from the rollups when they
+    answer it (a period, a model), else from the rated rows."""
+    cells = await rated_cells(store, condition, None, False)
+    if cells is not None:
+        rated, positive = cells.get((None, None), [0, 0])
+        return rated, positive
     rows = await store.fetch(
         f"SELECT COUNT(*) AS rated, SUM(f.rating) AS positive "
         f"{joined('feedback f', 'f.request_id', condition)}",

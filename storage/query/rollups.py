@@ -241,3 +241,17 @@ async def scores(store: Store, p: Plan, dimensions: Sequence[str]) -> list[dict[
         f"WHERE r.count > 0 AND {hours} AND ({p.keys.sql})" + _group_by(columns, "r.name"),
         [*params, *p.keys.params],
     )
+
+
+async def hour_sums(
+    store: Store, p: Plan, columns: Sequence[str], sums: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per group of `columns` (SQL over rollup_hours `r`: r.hour, r.model), the sum of each
+    rollup_hours column in `sums` over the covered hours, as g0.. and the column names."""
+    hours, params = _range("hour", p.after, p.before)
+    totals = ", ".join(f"SUM(r.{column}) AS {column}" for column in sums)
+    return await store.fetch(
+        f"SELECT {_select(columns)}{totals} FROM rollup_hours r "
+        f"WHERE r.requests > 0 AND {hours} AND ({p.keys.sql})" + _group_by(columns),
+        [*params, *p.keys.params],
+    )
