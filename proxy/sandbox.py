@@ -307,21 +307,21 @@ async def responses(request: web.Request) -> web.StreamResponse:
     response_id = "resp_" + hashlib.sha256(reply.encode()).hexdigest()[:20]
     message_id = "msg_" + response_id[5:]
     created = int(time.time())
+    part: dict[str, Any] = {"type": "output_text", "text": reply, "annotations": []}
+    message: dict[str, Any] = {
+        "type": "message",
+        "id": message_id,
+        "status": "completed",
+        "role": "assistant",
+        "content": [part],
+    }
     full = {
         "id": response_id,
         "object": "response",
         "created_at": created,
         "status": "completed",
         "model": model,
-        "output": [
-            {
-                "type": "message",
-                "id": message_id,
-                "status": "completed",
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": reply, "annotations": []}],
-            }
-        ],
+        "output": [message],
         "usage": {
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
@@ -342,6 +342,18 @@ async def responses(request: web.Request) -> web.StreamResponse:
     events = [
         event("response.created", response=pending),
         event("response.in_progress", response=pending),
+        event(
+            "response.output_item.added",
+            output_index=0,
+            item={**message, "status": "in_progress", "content": []},
+        ),
+        event(
+            "response.content_part.added",
+            item_id=message_id,
+            output_index=0,
+            content_index=0,
+            part={**part, "text": ""},
+        ),
     ]
     events.extend(
         event(
@@ -362,6 +374,16 @@ async def responses(request: web.Request) -> web.StreamResponse:
             text=reply,
         )
     )
+    events.append(
+        event(
+            "response.content_part.done",
+            item_id=message_id,
+            output_index=0,
+            content_index=0,
+            part=part,
+        )
+    )
+    events.append(event("response.output_item.done", output_index=0, item=message))
     events.append(event("response.completed", response=full))
     return await _stream(request, events, fault)
 

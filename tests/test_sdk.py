@@ -174,6 +174,17 @@ async def test_responses_api_streamed_and_not(proxy: Any) -> None:
     await client.close()
 
 
+async def test_responses_stream_helper_assembles_the_answer(proxy: Any) -> None:
+    """The SDK's `responses.stream()` needs each output item announced before its text arrives."""
+    client = openai.AsyncOpenAI(base_url=base_url(proxy), api_key="sk-test")
+    async with client.responses.stream(model="gpt-4.1-mini", input="stream helper") as stream:
+        deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+        final = await stream.get_final_response()
+    assert "".join(deltas) == final.output_text == "Echo: stream helper"
+    assert final.output[0].type == "message"
+    await client.close()
+
+
 async def test_models_list_passes_through(proxy: Any) -> None:
     client = openai.AsyncOpenAI(base_url=base_url(proxy), api_key="sk-test")
     models = [m.id async for m in client.models.list()]
