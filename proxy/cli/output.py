@@ -3,6 +3,7 @@ progress bar."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Iterable
@@ -44,7 +45,17 @@ def cell(value: Any) -> str:
 
 
 def money(value: float) -> str:
-    return f"${value:,.4f}"
+    """1234.5 -> "$1,234.5000"; under a cent, four significant digits: 0.0000228 -> "$0.0000228".
+
+    Four decimals alone would print a day of small calls as "$0.0000", as if they were free.
+    """
+    if value == 0 or abs(value) >= 0.01:
+        return f"${value:,.4f}"
+    if abs(value) < 1e-10:
+        return "<$0.0000000001"
+    decimals = 3 - math.floor(math.log10(abs(value)))
+    digits = f"{abs(value):.{decimals}f}".rstrip("0")
+    return f"{'-' if value < 0 else ''}${digits}"
 
 
 def ms(value: float | None) -> str:
