@@ -24,17 +24,34 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
-class KeyRing:
-    """The configured proxy keys. Plain keys are hashed on load; `sha256:<hex>` entries as given."""
+def _digests(keys: Iterable[str]) -> tuple[bytes, ...]:
+    digests = []
+    for key in keys:
+        if key.startswith(HASH_PREFIX):
+            digests.append(bytes.fromhex(key[len(HASH_PREFIX) :]))
+        elif key:
+            digests.append(_digest(key))
+    return tuple(digests)
 
-    def __init__(self, keys: Iterable[str]) -> None:
-        digests = []
-        for key in keys:
-            if key.startswith(HASH_PREFIX):
-                digests.append(bytes.fromhex(key[len(HASH_PREFIX) :]))
-            elif key:
-                digests.append(_digest(key))
-        self._digests = tuple(digests)
+
+def _any_matches(candidate: bytes, digests: tuple[bytes, ...]) -> bool:
+    """Compare against every digest so timing does not reveal which one matched."""
+    found = False
+    for digest in digests:
+        found |= hmac.compare_digest(candidate, digest)
+    return found
+
+
+class KeyRing:
+    """The configured keys. Plain keys are hashed on load; `sha256:<hex>` entries as given.
+
+    `refused` are keys that are valid elsewhere but not here (the feedback-only keys, for the
+    proxy keys' routes): such a key still gets 401, with an answer that says what it is for.
+    """
+
+    def __init__(self, keys: Iterable[str], refused: Iterable[str] = ()) -> None:
+        self._digests = _digests(keys)
+        self._refused = _digests(refused)
 
     @property
     def enabled(self) -> bool:
@@ -42,11 +59,7 @@ class KeyRing:
 
     def matches(self, presented: str) -> bool:
         """Compare against every key so timing does not reveal which one matched."""
-        candidate = _digest(presented)
-        found = False
-        for digest in self._digests:
-            found |= hmac.compare_digest(candidate, digest)
-        return found
+        return _any_matches(_digest(presented), self._digests)
 
     def require(self, header_value: str | None, header_name: str) -> None:
         """Raise 401 unless keys are off or `header_value` is `Bearer <a configured key>`."""
@@ -57,8 +70,16 @@ class KeyRing:
                 401, f"missing proxy key: send {header_name}: Bearer <key>", code="missing_key"
             )
         scheme, _, token = header_value.strip().partition(" ")
-        if scheme.lower() != "bearer" or not self.matches(token.strip()):
-            raise ApiError(401, "invalid proxy key", code="invalid_key")
+        if scheme.lower() == "bearer" and self.matches(token.strip()):
+            return
+        if scheme.lower() == "bearer" and _any_matches(_digest(token.strip()), self._refused):
+            raise ApiError(
+                401,
+                "a feedback-only key (auth.feedback_keys) can only post feedback and scores: "
+                f"send a proxy key in {header_name}",
+                code="invalid_key",
+            )
+        raise ApiError(401, "invalid proxy key", code="invalid_key")
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -81,7 +102,10 @@ def presented_key(request: web.Request) -> str | None:
 
 def proxy_keyring(auth: AuthSettings) -> KeyRing:
     """The keys for every guarded route: forwarded calls, reads of the log, feedback."""
-    return KeyRing(key.get_secret_value() for key in auth.proxy_keys)
+    return KeyRing(
+        (key.get_secret_value() for key in auth.proxy_keys),
+        refused=(key.get_secret_value() for key in auth.feedback_keys),
+    )
 
 
 def feedback_keyring(auth: AuthSettings) -> KeyRing:

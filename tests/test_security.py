@@ -128,12 +128,19 @@ async def test_feedback_keys_rate_but_neither_read_nor_forward(
         assert (await proxy.post(path, json=body)).status == 401, path
     detail = await proxy.get(f"/v1/request/{request_id}", headers=browser)
     assert detail.status == 401
+    refused = "a feedback-only key (auth.feedback_keys) can only post feedback and scores"
+    assert (await detail.json())["error"].startswith(refused)
     assert (
         await proxy.get(f"/v1/request/{request_id}", headers={"Authorization": "Bearer pk-server"})
     ).status == 200
     received = len(upstream.received)
     forwarded = await proxy.post("/v1/chat/completions", json=CHAT, headers=bearer("fk-browser"))
     assert forwarded.status == 401
+    assert (await forwarded.json())["error"]["message"] == (
+        f"{refused}: send a proxy key in Helicone-Auth"
+    )
+    other = await proxy.post("/v1/chat/completions", json=CHAT, headers=bearer("fk-other"))
+    assert (await other.json())["error"]["message"] == "invalid proxy key"
     assert len(upstream.received) == received
     assert (await stored(proxy.app, request_id))["feedback"]["rating"] is True
 
