@@ -5,6 +5,7 @@ bench/run.py and bench/peers.py drive these; bench/report.py turns their results
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import os
@@ -154,20 +155,74 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(current RSS, peak RSS) in KiB, summed over the process and its descendants."""
-    rss = hwm = 0
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+PRESENT = 1 << 63
+PFN_MASK = (1 << 55) - 1
+USER_SPACE_END = 1 << 47
+
+
+def _frames(pid: int) -> set[int] | None:
+    """The physical page frames resident in `pid`'s address space, from /proc/PID/pagemap.
+
+    None when the frame numbers cannot be read (they read as 0 without CAP_SYS_ADMIN).
+    """
+    frames: set[int] = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
+            if start >= USER_SPACE_END:  # [vsyscall]
+                continue
+            pagemap.seek(start // (PAGE_KIB * 1024) * 8)
+            entries = array.array("Q", pagemap.read((end - start) // (PAGE_KIB * 1024) * 8))
+            frames.update(e & PFN_MASK for e in entries if e & PRESENT)
+    if frames and not any(frames):
+        return None
+    frames.discard(0)
+    return frames
+
+
+def memory_detail(pid: int) -> dict[str, Any]:
+    """Resident memory of a process and its descendants, in KiB.
+
+    `rss_sum` adds up each process's VmRSS, so a page two processes share (the interpreter's
+    and the libraries' code a writer process maps as its parent does) counts twice. `resident`
+    counts every resident page of the tree once, as VmRSS does for one process; it equals
+    `rss_sum` for a single process, and is `rss_sum` where the page frames cannot be read
+    (`method` says which). `peak` is the sum of each process's VmHWM.
+    """
+    processes: dict[str, dict[str, int]] = {}
+    rss_sum = peak = 0
+    frames: set[int] | None = set()
     for p in _descendants(pid):
         try:
             status = Path(f"/proc/{p}/status").read_text()
+            name = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            these = _frames(p) if frames is not None else None
         except OSError:
             continue
+        fields = {}
         for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                rss += int(line.split()[1])
-            elif line.startswith("VmHWM:"):
-                hwm += int(line.split()[1])
-    return rss, hwm
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                fields[key] = int(value.split()[0])
+        rss_sum += fields.get("VmRSS", 0)
+        peak += fields.get("VmHWM", 0)
+        processes[f"{p} {name[:60].strip()}"] = fields
+        frames = None if these is None or frames is None else frames | these
+    resident = rss_sum if frames is None else len(frames) * PAGE_KIB
+    return {
+        "resident": resident,
+        "rss_sum": rss_sum,
+        "peak": peak,
+        "method": "sum of VmRSS" if frames is None else "distinct pages",
+        "processes": processes,
+    }
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(resident, peak) in KiB of the process and its descendants (see memory_detail)."""
+    detail = memory_detail(pid)
+    return detail["resident"], detail["peak"]
 
 
 @dataclass
@@ -368,14 +423,14 @@ def first_byte(url: str, count: int) -> dict[str, float]:
 
 
 def held_streams(server: Server, count: int) -> dict[str, Any]:
-    """Two rounds of `count` concurrent slow streams; RSS sampled while all are open."""
+    """Two rounds of `count` concurrent slow streams; memory sampled while all are open."""
     out: dict[str, Any] = {"idle_rss_kib": memory_kib(server.process.pid)[0], "rounds": []}
     for _ in range(2):
-        samples: list[int] = []
+        samples: list[dict[str, Any]] = []
 
-        async def sample(samples: list[int] = samples) -> None:
+        async def sample(samples: list[dict[str, Any]] = samples) -> None:
             for _ in range(3):
-                samples.append(memory_kib(server.process.pid)[0])
+                samples.append(memory_detail(server.process.pid))
                 await asyncio.sleep(0.5)
 
         held = run_loop(
@@ -383,6 +438,7 @@ def held_streams(server: Server, count: int) -> dict[str, Any]:
                 server.url + SLOW_PATH, orjson.dumps(STREAM_REQUEST), count, sample
             )
         )
+        top = max(samples, key=lambda d: d["resident"])
         out["rounds"].append(
             {
                 "held": held.held,
@@ -390,7 +446,10 @@ def held_streams(server: Server, count: int) -> dict[str, Any]:
                 "open_s": round(held.open_s, 3),
                 "errors": sorted(set(held.errors))[:5],
                 "error_count": len(held.errors),
-                "rss_held_kib": max(samples),
+                "rss_held_kib": top["resident"],
+                "rss_sum_held_kib": top["rss_sum"],
+                "rss_method": top["method"],
+                "processes": top["processes"],
                 "rss_after_kib": memory_kib(server.process.pid)[0],
             }
         )

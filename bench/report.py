@@ -209,9 +209,9 @@ def markdown(result: dict[str, Any]) -> str:
     def each(fn: Callable[[str], str], skip: Sequence[str] = ()) -> list[str]:
         return ["-" if t in skip else fn(t) for t in targets]
 
-    def held(t: str) -> str:
+    def held(t: str, key: str = "rss_held_kib") -> str:
         rounds = result["open_streams"].get(t, {}).get("rounds", [])
-        return " / ".join(f"{r['rss_held_kib'] / 1024:.0f}" for r in rounds) or "-"
+        return " / ".join(f"{r.get(key, r['rss_held_kib']) / 1024:.0f}" for r in rounds) or "-"
 
     header = ["direct", "baseline", *(f"relaylog {st}" for st in stores)]
     lines = [
@@ -241,8 +241,12 @@ def markdown(result: dict[str, Any]) -> str:
             ),
         ),
         row("stream TTFB p50 (ms)", each(lambda t: _ms(s[t]["ttfb_p50_ms"]))),
-        row(f"{cfg['streams']} open streams, RSS MiB round 1 / 2", each(held)),
-        row("peak RSS (MiB)", each(lambda t: f"{peak[t]:.0f}")),
+        row(f"{cfg['streams']} open streams, RSS MiB round 1 / 2 (each page once)", each(held)),
+        row(
+            "  the same, each process's RSS added up",
+            each(lambda t: held(t, "rss_sum_held_kib")),
+        ),
+        row("peak RSS (MiB, each process's peak added up)", each(lambda t: f"{peak[t]:.0f}")),
         row(
             "rows logged / responses served",
             each(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
+import sys
+import time
 import venv
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -341,3 +344,22 @@ def test_a_port_is_owned_by_the_process_listening_on_it() -> None:
         port = sock.getsockname()[1]
         assert harness.owns_port(os.getpid(), port)
     assert not harness.owns_port(os.getpid(), port)
+
+
+@pytest.mark.skipif(not Path("/proc/self/pagemap").exists(), reason="reads /proc/PID/pagemap")
+def test_a_process_tree_counts_the_pages_its_processes_share_once() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        # Wait until the child runs the interpreter (its pages are then the interpreter's).
+        while b"sys.stdin" not in Path(f"/proc/{child.pid}/cmdline").read_bytes():
+            time.sleep(0.01)
+        detail = harness.memory_detail(os.getpid())
+        alone = harness.memory_detail(child.pid)
+    finally:
+        child.communicate(b"")
+    assert len(detail["processes"]) >= 2 and detail["rss_sum"] > alone["rss_sum"] > 0
+    if detail["method"] == "distinct pages":
+        # The child maps the same interpreter and C library as this process.
+        assert detail["resident"] < detail["rss_sum"]
+    else:
+        assert detail["resident"] == detail["rss_sum"]

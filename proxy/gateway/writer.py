@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import logging
@@ -26,7 +27,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -46,6 +47,8 @@ FRAME = struct.Struct("!Q")
 START_TIMEOUT_S = 60.0
 # Seconds the writer process gets to finish and exit once its socket is closed.
 EXIT_TIMEOUT_S = 10.0
+# After a batch this large, the memory it took is handed back to the system (see _trimmer).
+TRIM_AFTER_BYTES = 256 * 1024
 
 EXCHANGE_FIELDS = tuple(f.name for f in dataclasses.fields(Exchange))
 HELICONE_FIELDS = tuple(f.name for f in dataclasses.fields(HeliconeOptions))
@@ -180,6 +183,21 @@ def _exit(code: int | None) -> str:
     return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
 
 
+def _trimmer() -> Callable[[], object] | None:
+    """glibc's malloc_trim(0), or None where the C library has none.
+
+    A batch of 500 streamed exchanges takes ~10 MB while it is parsed and written; glibc keeps
+    what was freed for the next one, so the writer's RSS rose by that much after its first
+    large batch and stayed there. Trimming gives it back in ~0.2 ms, off the commit's path.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    return functools.partial(trim, 0)
+
+
 def _store(db: str) -> Store:
     if db.startswith(("postgresql://", "postgres://")):
         return open_store(db)
@@ -198,6 +216,7 @@ async def serve(fd: int, db: str, price: PriceTable) -> None:
         await writer.drain()
         return
     batches = StoreWriter(store, functools.partial(to_row, price=price))
+    trim = _trimmer()
     try:
         writer.write(_frame(orjson.dumps(None)))
         await writer.drain()
@@ -214,6 +233,9 @@ async def serve(fd: int, db: str, price: PriceTable) -> None:
                 answer = (0, str(exc) or type(exc).__name__)
             writer.write(_frame(orjson.dumps(answer)))
             await writer.drain()
+            if trim is not None and len(payload) >= TRIM_AFTER_BYTES:
+                del batch, payload
+                trim()
     except ConnectionError:
         return  # the parent is gone; what was committed stays committed
     finally:
