@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -123,8 +124,10 @@ def _status_headers(ex: Exchange, status: int) -> dict[str, str]:
     return headers
 
 
+@functools.lru_cache(maxsize=256)
 def without_userinfo(url: str) -> str:
-    """`url` with any `user:password@` replaced, safe to store and log."""
+    """`url` with any `user:password@` replaced, safe to store and log (cached: it is mostly
+    the configured upstream, once per call)."""
     return USERINFO.sub(r"\1***@", url)
 
 
@@ -162,6 +165,8 @@ def check_request_line(method: str, raw_path: str) -> None:
     """
     if method in REFUSED_METHODS:
         raise ApiError(405, f"{method} is not forwarded", code="method_not_allowed")
+    if "." not in raw_path and "%" not in raw_path:
+        return  # no dot, not even a percent-encoded one
     decoded = unquote(raw_path).replace("\\", "/")
     if any(segment in (".", "..") for segment in decoded.split("/")):
         raise ApiError(400, "the path must not contain '.' or '..' segments", code="invalid_path")

@@ -131,6 +131,7 @@ RECOMPUTED_REQUEST = frozenset(
 )
 # Headers the proxy recomputes itself when answering the client.
 RECOMPUTED_RESPONSE = frozenset({"content-length", "content-encoding", "date", "server"})
+NOT_PASSED_ON = HOP_BY_HOP | RECOMPUTED_RESPONSE
 
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 MAX_PROPERTIES = 64
@@ -400,20 +401,29 @@ def upstream_request_headers(
 
 def connection_named(headers: Mapping[str, str]) -> frozenset[str]:
     """Header names listed in `Connection:`, hop-by-hop for this connection only (RFC 9110)."""
-    values = [v for k, v in headers.items() if k.lower() == "connection"]
+    return _listed([v for k, v in headers.items() if k.lower() == "connection"])
+
+
+def _listed(values: list[str]) -> frozenset[str]:
+    """The lowercased tokens of comma-separated header values."""
     return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
 
 
 def client_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The upstream response headers to pass to the client (hop-by-hop removed)."""
-    named = connection_named(headers)
-    return {
-        name: value
-        for name, value in headers.items()
-        if name.lower() not in HOP_BY_HOP
-        and name.lower() not in RECOMPUTED_RESPONSE
-        and name.lower() not in named
-    }
+    kept: dict[str, str] = {}
+    connection: list[str] = []
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in NOT_PASSED_ON:
+            if lower == "connection":
+                connection.append(value)
+            continue
+        kept[name] = value
+    if connection:
+        named = _listed(connection)
+        kept = {name: value for name, value in kept.items() if name.lower() not in named}
+    return kept
 
 
 def loggable_headers(headers: Mapping[str, str]) -> dict[str, str]:
