@@ -7,6 +7,7 @@ here, in the writer task, on bodies no larger than that bound.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,12 +107,16 @@ def _utf8_prefix(data: bytes) -> bytes:
     return data
 
 
+@functools.lru_cache(maxsize=256)
+def _is_text(content_type: str) -> bool:
+    """True for a body stored as text: JSON, text, forms, SSE, XML, or no type at all."""
+    lowered = content_type.lower()
+    return not lowered or any(t in lowered for t in TEXT_TYPES)
+
+
 def _as_text(data: bytes | None, content_type: str) -> str | None:
     """Body bytes as stored text; binary bodies (audio, images) are not stored."""
-    if data is None:
-        return None
-    lowered = content_type.lower()
-    if lowered and not any(t in lowered for t in TEXT_TYPES):
+    if data is None or not _is_text(content_type):
         return None
     try:
         return data.decode("utf-8")

@@ -356,6 +356,8 @@ def helicone_options(scanned: RequestHeaders, strict: bool = False) -> HeliconeO
     first problem raises HeaderError instead.
     """
     found = scanned.helicone
+    if not found and not scanned.properties:
+        return HeliconeOptions(request_id=new_request_id())  # most calls: nothing to read
     reader = _Reader(found, strict)
     request_id = reader.request_id()
     properties = reader.properties(scanned.properties)
