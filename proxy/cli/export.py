@@ -22,7 +22,12 @@ def add_commands(sub: Subcommands) -> None:
     export = sub.add_parser("export", help="write matching rows as jsonl, openai-chat or csv")
     add_store_args(export)
     add_filter_args(export)
-    export.add_argument("--format", choices=tuple(FORMATS), default="jsonl")
+    export.add_argument(
+        "--format",
+        choices=tuple(FORMATS),
+        default="jsonl",
+        help="jsonl: whole rows (default); openai-chat: fine-tuning examples; csv",
+    )
     export.add_argument("-o", "--output", help="file to write (default: stdout)")
     export.add_argument("--limit", type=positive, help="at most this many rows, oldest first")
     export.set_defaults(handler=store_command(export_rows))
