@@ -104,6 +104,18 @@ async def test_a_bad_filter_is_a_400_that_says_why(
     assert problem in await page(client, f"/requests/count?{query}", 400)
 
 
+async def test_an_empty_list_says_whether_the_log_or_the_filter_is_empty(
+    make_proxy: ProxyFactory,
+) -> None:
+    empty = await make_proxy()
+    fresh = await page(empty, "/requests")
+    assert "Nothing logged yet" in fresh and "No requests match" not in fresh
+    narrowed = await page(empty, "/requests?model=nope")
+    assert "No requests match this filter" in narrowed and "Nothing logged yet" not in narrowed
+    logged = await seeded(make_proxy)
+    assert "No requests match this filter" in await page(logged, "/requests?model=nope")
+
+
 async def test_pages_tail_and_the_capped_count(make_proxy: ProxyFactory) -> None:
     client = await make_proxy(dashboard={"page_size": 10, "count_cap": 12})
     rows = [
