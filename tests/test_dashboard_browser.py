@@ -221,13 +221,16 @@ def test_script_in_a_prompt_stays_text(served: Relaylog, page: Page) -> None:
 def test_the_live_tail_adds_new_rows(served: Relaylog, page: Page) -> None:
     page.goto(served.url + "/requests?user=tailed")
     assert shown_ids(page) == []
+    expect(page.locator("#count")).to_have_text("0")
     page.check("#tail")
     first = served.chat("first tailed question", user="tailed")
     expect(page.locator(f"#rows tr[data-id='{first}']")).to_be_visible()
+    expect(page.locator(".toolbar .count")).to_have_text("1 request")
     second = served.chat("second tailed question", user="tailed")
     served.chat("not for this filter", user="someone-else")
     expect(page.locator(f"#rows tr[data-id='{second}']")).to_be_visible()
     assert shown_ids(page) == [second, first]
+    expect(page.locator(".toolbar .count")).to_have_text("2 requests")
 
 
 def test_the_theme_toggle_is_remembered(served: Relaylog, page: Page) -> None:

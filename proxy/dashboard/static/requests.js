@@ -85,13 +85,17 @@
       const { doc } = await relaylog.part(rowsUrl(after));
       const found = rowsOf(doc);
       if (!newest) found.reverse();
+      let added = 0;
       for (const tr of found) {
         if (rowOf(tr.dataset.id)) continue;
         tr.classList.add("fresh");
         tbody.insertBefore(tr, tbody.firstChild);
+        added += 1;
       }
       const empty = document.querySelector(".table-wrap .empty");
       if (empty && allRows().length) empty.remove();
+      // The count above the list goes up with the rows the tail brought in.
+      if (added) loadCount();
     } catch (error) {
       relaylog.notice("live tail: " + String(error.message || error), true);
     }
