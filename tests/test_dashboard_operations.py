@@ -359,7 +359,9 @@ async def test_operations_links_carry_the_filter(make_proxy: ProxyFactory) -> No
 
 async def test_operations_empty_bad_and_slow(make_proxy: ProxyFactory) -> None:
     empty = await make_proxy()
-    assert "Nothing logged yet" in await page(empty, "/operations")
+    fresh = await page(empty, "/operations")
+    assert "Nothing logged yet" in fresh
+    assert '<option value="" selected>no properties logged</option>' in fresh
     assert "No requests match this filter" in await page(empty, "/operations?model=nope")
     assert "bucket must be" in await page(empty, "/operations?bucket=week", 400)
     assert "No properties logged" in await page(empty, "/operations/values")
