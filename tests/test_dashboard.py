@@ -329,3 +329,20 @@ async def test_the_drawer_shows_responses_and_streamed_answers(make_proxy: Proxy
     await streamed.read()
     html = await page(client, f"/requests/{streamed.headers['helicone-id']}/drawer")
     assert said(html, "user", "streamed hello") and said(html, "assistant", "Echo: streamed hello")
+
+
+async def test_the_drawer_says_an_omitted_body_was_not_stored(make_proxy: ProxyFactory) -> None:
+    client = await make_proxy()
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "keep it out"}]}
+    omitted = await client.post(
+        "/v1/chat/completions",
+        json=chat,
+        headers={"Helicone-Omit-Request": "true", "Helicone-Omit-Response": "true"},
+    )
+    assert omitted.status == 200
+    html = await page(client, f"/requests/{omitted.headers['helicone-id']}/drawer")
+    assert "The request body was not stored" in html and "The answer was not stored" in html
+    assert "keep it out" not in html
+    kept = await client.post("/v1/chat/completions", json=chat)
+    html = await page(client, f"/requests/{kept.headers['helicone-id']}/drawer")
+    assert "was not stored" not in html and said(html, "user", "keep it out")
