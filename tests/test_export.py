@@ -261,6 +261,16 @@ async def test_export_needs_the_proxy_key(make_proxy: ProxyFactory) -> None:
     assert ok.status == 200 and await ok.read() == b""
 
 
+async def test_a_dataset_download_is_named_after_the_dataset(logged: Client) -> None:
+    named = [("best answers", "relaylog-best-answers.csv"), ('"../', "relaylog-export.csv")]
+    for name, file_name in named:
+        body = {"datasetName": name, "requestIds": IDS[:1]}
+        assert (await logged.post("/v1/helicone-dataset", json=body)).status == 201
+        response = await logged.get("/v1/export", params={"dataset": name, "format": "csv"})
+        assert response.status == 200
+        assert response.headers["Content-Disposition"] == f'attachment; filename="{file_name}"'
+
+
 async def test_an_unknown_dataset_is_a_404_not_an_empty_export(logged: Client) -> None:
     response = await logged.get("/v1/export", params={"dataset": "typo"})
     assert response.status == 404

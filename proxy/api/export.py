@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
@@ -32,6 +33,8 @@ PARAMS: tuple[Param, ...] = (
     Param("limit", "query", Annotated[int, Field(ge=1)]),
 )
 EXPORT_PARAMS = frozenset(param.name for param in PARAMS)
+# What of a dataset's name goes into its download's file name.
+UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def export_request(query: MultiMapping[str]) -> tuple[Any, str, int | None]:
@@ -64,14 +67,18 @@ async def export(request: web.Request) -> web.StreamResponse:
     """Stream the export; a store failure after the first byte breaks the download."""
     tree, fmt, limit = export_request(request.query)
     condition = compile_filter(tree)
+    stem = "relaylog-export"
     if "dataset" in request.query:
         # A misspelt dataset is a 404, not an empty download that looks like an empty dataset.
-        await require_dataset(request.app[STORE], request.query["dataset"])
+        dataset = await require_dataset(request.app[STORE], request.query["dataset"])
+        # Downloads of several datasets keep apart: relaylog-<name>.jsonl.
+        name = UNSAFE_IN_FILE_NAME.sub("-", str(dataset["name"])).strip(".-")[:100]
+        stem = f"relaylog-{name}" if name else stem
     content_type, extension = FORMATS[fmt]
     response = web.StreamResponse(
         headers={
             "Content-Type": content_type,
-            "Content-Disposition": f'attachment; filename="relaylog-export.{extension}"',
+            "Content-Disposition": f'attachment; filename="{stem}.{extension}"',
         }
     )
     await response.prepare(request)
