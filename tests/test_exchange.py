@@ -96,3 +96,34 @@ def test_bodies_over_the_bound_are_stored_cut_at_a_character_and_marked(char: st
     assert f"request body truncated for the log: {kept} of {len(body)} bytes" in row.error
     assert "response body truncated" in row.error
     assert row.request_model is None and row.prompt_tokens is None
+
+
+def _sse(*events: object) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("cap", [1 << 20, 200], ids=["kept-whole", "outgrows-the-cap"])
+def test_a_stream_is_folded_the_same_whether_it_fits_the_cap_or_not(cap: int) -> None:
+    words = [{"choices": [{"index": 0, "delta": {"content": w}}]} for w in ("Hel", "lo", "!")]
+    first = {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+    last = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    usage = {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 3}}
+    raw = _sse(first, *words, last, usage)
+    ex = Exchange(
+        id="x",
+        started_at=0,
+        method="POST",
+        path="/v1/chat/completions",
+        is_stream=True,
+        response_content_type="text/event-stream",
+        capture_bytes=cap,
+    )
+    for at in range(0, len(raw), 37):  # cut inside lines and events
+        ex.capture(raw[at : at + 37])
+    # Only a stream that outgrows what is kept is folded while it arrives.
+    assert (ex.stream is None) == (len(raw) <= cap)
+    row = to_row(ex)
+    assert row.prompt_tokens == 4 and row.completion_tokens == 3
+    assert row.finish_reason == "stop" and row.outcome == "ok"
+    assert row.response_body is not None
+    assert orjson.loads(row.response_body)["choices"][0]["message"]["content"] == "Hello!"

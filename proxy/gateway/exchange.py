@@ -1,8 +1,8 @@
 """One proxied exchange as the handler saw it, and its conversion to a stored Row.
 
-The handler collects bytes and timings, at most `capture_bytes` of each body; a stream is
-folded as it arrives (linear, a chunk at a time). Parsing the rest (JSON, usage, cost) happens
-here, in the writer task, on bodies no larger than that bound.
+The handler collects bytes and timings, at most `capture_bytes` of each body; a stream longer
+than that is folded as it arrives (linear, a chunk at a time). Parsing the rest (JSON, SSE,
+usage, cost) happens here, in the writer, on bodies no larger than that bound.
 """
 
 from __future__ import annotations
@@ -78,14 +78,20 @@ class Exchange:
         return min(request, self.capture_bytes) + min(self.response_size, self.capture_bytes)
 
     def capture(self, chunk: bytes) -> None:
-        """Keep `chunk` for the log within `capture_bytes`; fold it in when streamed."""
+        """Keep `chunk` for the log within `capture_bytes`.
+
+        A stream whose bytes all fit is folded by to_row, in the writer. One that outgrows
+        `capture_bytes` is folded here as it arrives from then on (its usage comes last, in
+        bytes that are not kept), starting with the bytes kept so far.
+        """
         kept = self.response_size
         self.response_size += len(chunk)
+        if self.is_stream and self.stream is None and self.response_size > self.capture_bytes:
+            self.stream = sse.StreamAssembler(self.capture_bytes)
+            self.stream.feed(b"".join(self.response_chunks))
         if kept < self.capture_bytes:
             self.response_chunks.append(chunk[: self.capture_bytes - kept])
-        if self.is_stream:
-            if self.stream is None:
-                self.stream = sse.StreamAssembler(self.capture_bytes)
+        if self.stream is not None:
             self.stream.feed(chunk)
 
 
