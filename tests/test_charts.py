@@ -18,7 +18,7 @@ from proxy.dashboard.charts import (
     nice_max,
     nice_scale,
 )
-from proxy.dashboard.formats import percent
+from proxy.dashboard.formats import Format, ms, number, percent
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 SCRIPT = '</script><script>alert("x")</script>'
@@ -185,3 +185,17 @@ def test_meter_is_a_share_clamped_to_the_cell() -> None:
     assert 'width="25.0"' in meter(1, 4, "1 of 4")
     assert 'width="100.0"' in meter(9, 4, "more")
     assert 'width="0.0"' in meter(1, 0, "no maximum")
+
+
+@pytest.mark.parametrize(
+    ("values", "fmt"),
+    [([0.3, 1.1, 2.0], ms), ([0.04, 0.18], ms), ([0.5, 1.9], number), ([45, 92.5], number)],
+)
+def test_small_values_get_distinct_axis_labels(values: list[float], fmt: Format) -> None:
+    """A sub-millisecond TTFT axis read "0 ms, 0 ms, 1 ms, 2 ms, 2 ms" when ms rounded to whole
+    milliseconds: every tick of the y axis must read differently."""
+    chart = parse(line_chart("t", [str(n) for n in range(len(values))], [Series("s", values)],
+                             fmt=fmt))  # fmt: skip
+    ticks = [e.text for e in chart.iter() if e.tag == "text" and e.get("text-anchor") == "end"]
+    assert len(ticks) >= 3
+    assert len(set(ticks)) == len(ticks), ticks

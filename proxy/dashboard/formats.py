@@ -7,11 +7,16 @@ from collections.abc import Callable
 Format = Callable[[float], str]
 
 
+def _trimmed(text: str) -> str:
+    """ "12.50" -> "12.5", "2.00" -> "2": no trailing zeros after the point."""
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def number(value: float) -> str:
-    """1234 -> "1,234"; 0.25 -> "0.25"; 12.5 -> "12.50"."""
+    """1234 -> "1,234"; 0.25 -> "0.25"; 12.5 -> "12.5"; 1234.567 -> "1,234.57"."""
     if value == int(value) and abs(value) < 1e15:
         return f"{int(value):,}"
-    return f"{value:,.3g}" if abs(value) < 1 else f"{value:,.2f}"
+    return f"{value:,.3g}" if abs(value) < 1 else _trimmed(f"{value:,.2f}")
 
 
 def percent(value: float) -> str:
@@ -25,8 +30,17 @@ def whole_percent(value: float) -> str:
 
 
 def ms(value: float) -> str:
-    """412.4 -> "412 ms"; 12500 -> "12.50 s"."""
-    return f"{value / 1000:.2f} s" if value >= 10_000 else f"{value:,.0f} ms"
+    """0.42 -> "0.42 ms"; 2.5 -> "2.5 ms"; 412.4 -> "412 ms"; 12500 -> "12.5 s".
+
+    Sub-millisecond latencies (a cache hit, a local upstream) keep their digits instead of
+    all reading "0 ms" or "1 ms"."""
+    if value >= 10_000:
+        return f"{_trimmed(f'{value / 1000:.2f}')} s"
+    if abs(value) < 1:
+        return f"{_trimmed(f'{value:.2f}')} ms"
+    if abs(value) < 10:
+        return f"{_trimmed(f'{value:.1f}')} ms"
+    return f"{value:,.0f} ms"
 
 
 def usd(value: float) -> str:
