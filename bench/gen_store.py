@@ -6,7 +6,7 @@ Rows span `--days` days up to now, in time order (as the proxy writes them), wit
 streamed and failed calls, users, sessions, 2-4 properties each, request and response bodies,
 and a fraction with feedback (`--feedback`) and scores (`--scores`). Costs come from the price
 table. The same `--seed` gives the same store. Rows go in with plain INSERTs, so the rollups
-are then filled from them by the statements migration 007 fills an upgraded store with: the
+are then filled from them by the statements migrations 007 and 009 fill an upgraded store with: the
 same aggregates the writer keeps. `--rollups-only` fills them again in an existing store.
 """
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.gateway.pricing import PriceTable
 from proxy.gateway.sse import Summary
-from storage.migrations import SQLITE, m007_rollups
+from storage.migrations import SQLITE, m007_rollups, m009_score_values
 from storage.models import ROW_COLUMNS, Row, utc_iso
 from storage.sqlite import SQLiteStore
 
@@ -54,6 +54,8 @@ ROLLUP_TABLES = (
     "rollup_scores",
     "rollup_users",
     "rollup_sessions",
+    "rollup_hour_score_values",
+    "rollup_day_score_values",
 )
 # Columns the generator leaves out (cache, retries, warnings) get the Row's defaults.
 DEFAULTS = {
@@ -237,12 +239,12 @@ def fill(db: Path, rows: int, days: int, seed: int, feedback: float, scores: flo
 
 
 def fill_rollups(conn: sqlite3.Connection) -> None:
-    """Empty the rollup tables and fill them from the rows, as migration 007 does."""
+    """Empty the rollup tables and fill them from the rows, as migrations 007 and 009 do."""
     started = time.perf_counter()
     conn.execute("BEGIN")
     for table in ROLLUP_TABLES:
         conn.execute(f"DELETE FROM {table}")
-    for statement in m007_rollups(SQLITE):
+    for statement in [*m007_rollups(SQLITE), *m009_score_values(SQLITE)]:
         if statement.startswith("INSERT"):
             conn.execute(statement)
     conn.execute("COMMIT")

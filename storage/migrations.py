@@ -379,6 +379,37 @@ def m008_request_history(d: Dialect) -> list[str]:
     ]
 
 
+SCORE_VALUES = (
+    "period TEXT NOT NULL, model_key TEXT NOT NULL, model TEXT, outcome TEXT NOT NULL, "
+    "name TEXT NOT NULL, value {real} NOT NULL, count {bigint} NOT NULL, "
+    "PRIMARY KEY (period, model_key, outcome, name, value)"
+)
+
+
+@migration
+def m009_score_values(d: Dialect) -> list[str]:
+    """How many scores of each name had each value, per hour (and per day) x model x outcome,
+    so the analytics page's score histograms read the rollups instead of every score.
+
+    Filled here from the scores already stored; storage.rollups keeps them in step with
+    every score, replaced row and retention (which leaves them as they are) from then on.
+    """
+    columns = SCORE_VALUES.format(real=d.real, bigint=d.bigint)
+    statements = []
+    for table, period in (
+        ("rollup_hour_score_values", "substr(r.created_at, 1, 13)"),
+        ("rollup_day_score_values", "substr(r.created_at, 1, 10)"),
+    ):
+        statements += [
+            f"CREATE TABLE {table} ({columns})",
+            f"INSERT INTO {table} (period, model_key, model, outcome, name, value, count) "
+            f"SELECT {period}, {MODEL_KEY_SQL}, model, outcome, s.name, s.value, COUNT(*) "
+            "FROM scores s JOIN requests r ON r.id = s.request_id "
+            f"GROUP BY {period}, model, outcome, s.name, s.value",
+        ]
+    return statements
+
+
 # Every migration in order, as (name, function).
 MIGRATIONS: tuple[tuple[str, Migration], ...] = tuple(_registered)
 

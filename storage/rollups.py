@@ -4,7 +4,8 @@ A request contributes its row (counts, latency and TTFT histogram buckets, token
 feedback rating and its scores to the hour x model x outcome it belongs to, and to its user and
 session. `Deltas` collects contributions added and taken away (a replaced row, a changed rating
 or score) for one transaction, grouped by key, and applies one upsert per key. Deletes by
-retention never come here: the rollups keep the history (storage/migrations.py m007_rollups).
+retention never come here: the rollups keep the history (storage/migrations.py m007_rollups,
+m009_score_values).
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ UPSERT_HOURS = _upsert("rollup_hours", KEY, HOUR_SUMS)
 UPSERT_HOUR_HISTOGRAM = _upsert("rollup_hour_histogram", HIST_KEY, ("count", "total"))
 UPSERT_DAY_HISTOGRAM = _upsert("rollup_day_histogram", HIST_KEY, ("count", "total"))
 UPSERT_SCORES = _upsert("rollup_scores", (*KEY, "name"), ("count", "total"), ("low", "high"))
+VALUE_KEY = ("period", "model_key", "model", "outcome", "name", "value")
+UPSERT_HOUR_VALUES = _upsert("rollup_hour_score_values", VALUE_KEY, ("count",))
+UPSERT_DAY_VALUES = _upsert("rollup_day_score_values", VALUE_KEY, ("count",))
 UPSERT_USERS = _upsert("rollup_users", ("user_id",), USER_SUMS, ("first_at", "last_at"))
 UPSERT_SESSIONS = _upsert(
     "rollup_sessions", ("session_id",), TOTALS, ("name", "first_at", "last_at")
@@ -161,6 +165,8 @@ class Deltas:
     histograms: dict[tuple[str, str, str, str, int], list[Any]] = field(default_factory=dict)
     scores: dict[tuple[str, str, str, str], list[Any]] = field(default_factory=dict)
     rescan: set[tuple[str, str, str, str]] = field(default_factory=set)
+    # How many scores of a name had a value, by hour x model x outcome x name x value.
+    values: dict[tuple[str, str, str, str, float], int] = field(default_factory=dict)
     users: dict[str, list[Any]] = field(default_factory=dict)
     sessions: dict[str, list[Any]] = field(default_factory=dict)
     models: dict[str, str | None] = field(default_factory=dict)
@@ -270,6 +276,8 @@ class Deltas:
                 continue
             slot[0] += direction
             slot[1] += direction * value
+            counted = (*key, value)
+            self.values[counted] = self.values.get(counted, 0) + direction
             if direction > 0:
                 slot[2], slot[3] = _min(slot[2], value), _max(slot[3], value)
             else:
@@ -294,6 +302,13 @@ class Deltas:
             UPSERT_SCORES,
             [(h, k, models[k], o, n, *v) for (h, k, o, n), v in sorted(self.scores.items())],
         )
+        hourly_values, daily_values = [], []
+        for (hour, key, outcome, name, score), count in sorted(self.values.items()):
+            if count:
+                hourly_values.append((hour, key, models[key], outcome, name, score, count))
+                daily_values.append((hour[:10], key, models[key], outcome, name, score, count))
+        await _many(tx, UPSERT_HOUR_VALUES, hourly_values)
+        await _many(tx, UPSERT_DAY_VALUES, _summed(daily_values))
         await _many(tx, UPSERT_USERS, [(u, *v) for u, v in sorted(self.users.items())])
         await _many(tx, UPSERT_SESSIONS, [(s, *v) for s, v in sorted(self.sessions.items())])
         for (kind, value), (earliest, latest, name) in sorted(self.removed.items()):
@@ -314,6 +329,14 @@ def _merged(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         slot[0] += row[6]
         slot[1] += row[7]
     return [(*key, *value) for key, value in merged.items()]
+
+
+def _summed(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Daily score value rows with the hours of one day added together, in key order."""
+    merged: dict[tuple[Any, ...], int] = {}
+    for row in rows:
+        merged[row[:6]] = merged.get(row[:6], 0) + row[6]
+    return [(*key, count) for key, count in sorted(merged.items())]
 
 
 async def _many(tx: Tx, sql: str, rows: list[tuple[Any, ...]]) -> None:

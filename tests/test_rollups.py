@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from storage import Row, Store, open_store
-from storage.migrations import LATENCY_BUCKET_SQL, m007_rollups
+from storage.migrations import LATENCY_BUCKET_SQL, m007_rollups, m009_score_values
 from storage.query import rollups as query_rollups
-from storage.query.analytics import rated_split, top_values
+from storage.query.analytics import rated_split, score_distributions, top_values
 from storage.query.compare import rated_counts
 from storage.query.datasets import create_dataset
 from storage.query.filters import compile_filter
@@ -29,6 +29,8 @@ TABLES = {
     "rollup_scores": "hour, model_key, outcome, name",
     "rollup_users": "user_id",
     "rollup_sessions": "session_id",
+    "rollup_hour_score_values": "period, model_key, outcome, name, value",
+    "rollup_day_score_values": "period, model_key, outcome, name, value",
 }
 # A key that no longer holds anything (its row was replaced) is kept with zero counts.
 LIVE = {
@@ -38,6 +40,8 @@ LIVE = {
     "rollup_scores": "count > 0",
     "rollup_users": "requests > 0",
     "rollup_sessions": "requests > 0",
+    "rollup_hour_score_values": "count > 0",
+    "rollup_day_score_values": "count > 0",
 }
 MODELS = ("gpt-4o", "gpt-4o-mini", "", None)
 OUTCOMES = ("ok", "ok", "ok", "upstream_error", "timeout")
@@ -61,9 +65,11 @@ async def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
 
 
 async def rebuilt(store: Store) -> dict[str, list[tuple[Any, ...]]]:
-    """The rollups as migration 007 computes them from the rows, put in place of the kept ones."""
+    """The rollups as migrations 007 and 009 compute them from the rows, in place of the kept
+    ones."""
     assert isinstance(store, SqlStore)
-    fill = [s for s in m007_rollups(store.dialect) if s.startswith("INSERT")]
+    statements = [*m007_rollups(store.dialect), *m009_score_values(store.dialect)]
+    fill = [s for s in statements if s.startswith("INSERT")]
     await store.transact([(f"DELETE FROM {t}", []) for t in TABLES] + [(s, []) for s in fill])
     return await snapshot(store)
 
@@ -271,6 +277,7 @@ async def _analytics(store: Store, tree: Any) -> list[Any]:
         found.append(_ordered(await rated_split(store, condition, unit, by, top)))
     for limit in (1, 2, 10):
         found.append(await top_values(store, condition, "model", limit))
+        found.append(await score_distributions(store, condition, limit))
     return found
 
 
@@ -313,6 +320,9 @@ async def test_stats_from_rollups_equal_stats_from_rows(
         await store.upsert_scores(
             request_id, {"accuracy": rng.randrange(100), "helpful": rng.random() < 0.5}
         )
+    # A fractional score (binned in tenths of its range), exact in binary.
+    for request_id in rng.sample(ids, 50):
+        await store.upsert_scores(request_id, {"quality": rng.randrange(-40, 40) / 8})
     for session_id in ("s1", "s3"):
         await store.upsert_session_feedback(session_id, session_id == "s1")
     await _check_every_way(store, monkeypatch)
@@ -325,6 +335,8 @@ async def test_stats_from_rollups_equal_stats_from_rows(
     ordered = sorted(accuracies, key=lambda r: r["value"])
     for row in (ordered[0], ordered[-1], *rng.sample(accuracies, 20)):
         await store.upsert_scores(row["request_id"], {"accuracy": rng.randrange(30, 70)})
+    for request_id in rng.sample(ids, 20):
+        await store.upsert_scores(request_id, {"quality": rng.randrange(-40, 40) / 8})
     await _check_every_way(store, monkeypatch)
     # Retention deletes the oldest rows (not those in a dataset) and leaves the rollups: the
     # hours it thinned out are read from the rows.

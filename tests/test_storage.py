@@ -46,6 +46,7 @@ SHIPPED_MIGRATIONS = [
     "006_previews",
     "007_rollups",
     "008_request_history",
+    "009_score_values",
 ]
 
 

@@ -165,15 +165,15 @@ class Histogram:
             return [self.low, self.high]
         return [self.low + (self.high - self.low) * i / BINS for i in range(BINS + 1)]
 
-    def index_sql(self) -> tuple[str, list[Any]]:
+    def index_sql(self, column: str = "s.value") -> tuple[str, list[Any]]:
         """SQL for a value's bin: the inner edges at or below it (for integers: the value)."""
         if self.integral:
-            return "s.value", []
+            return column, []
         inner = self.edges()[1:-1]
         if not inner:
             return "0", []
         parts = " + ".join(
-            "CASE WHEN s.value >= CAST(? AS DOUBLE PRECISION) THEN 1 ELSE 0 END" for _ in inner
+            f"CASE WHEN {column} >= CAST(? AS DOUBLE PRECISION) THEN 1 ELSE 0 END" for _ in inner
         )
         return f"({parts})", inner
 
@@ -193,51 +193,142 @@ class Histogram:
         return out
 
 
+# Per score name: how many, their sum, range, and how many are not whole numbers; from the
+# scores, and from the score value rollups (`r`: how many scores had each value).
+FIGURES = (
+    "COUNT(*) AS count, SUM(s.value) AS total, MIN(s.value) AS low, MAX(s.value) AS high, "
+    "SUM(CASE WHEN s.value <> ROUND(s.value) THEN 1 ELSE 0 END) AS fractional"
+)
+ROLLUP_FIGURES = (
+    "SUM(r.count) AS count, SUM(r.value * r.count) AS total, MIN(r.value) AS low, "
+    "MAX(r.value) AS high, SUM(CASE WHEN r.value <> ROUND(r.value) THEN r.count ELSE 0 END) "
+    "AS fractional"
+)
+EDGE_SCORES = "FROM requests r CROSS JOIN scores s WHERE s.request_id = r.id AND ({})"
+
+
+@dataclass(slots=True)
+class Figures:
+    """One score name's count, sum, smallest and largest value, and fractional values."""
+
+    count: int
+    total: float
+    low: float
+    high: float
+    fractional: int
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Figures:
+        return cls(
+            int(_number(row["count"])),
+            _number(row["total"]),
+            _number(row["low"]),
+            _number(row["high"]),
+            int(_number(row["fractional"])),
+        )
+
+    def add(self, other: Figures) -> None:
+        self.count += other.count
+        self.total += other.total
+        self.low, self.high = min(self.low, other.low), max(self.high, other.high)
+        self.fractional += other.fractional
+
+
+async def _score_figures(
+    store: Store, condition: Condition, plan: rollups.Plan | None, limit: int
+) -> dict[str, Figures]:
+    """The `limit` most scored names' figures, most scored first (ties by name)."""
+    if plan is None:
+        rows = await store.fetch(
+            f"SELECT s.name AS name, {FIGURES} {joined('scores s', 's.request_id', condition)} "
+            "GROUP BY s.name ORDER BY COUNT(*) DESC, s.name LIMIT ?",
+            [*condition.params, limit],
+        )
+        return {row["name"]: Figures.of(row) for row in rows}
+    rows = await rollups.score_values(
+        store, plan, f"r.name AS name, {ROLLUP_FIGURES}", [], "r.name"
+    )
+    rows += await store.fetch(
+        f"SELECT s.name AS name, {FIGURES} {EDGE_SCORES.format(plan.rest.sql)} GROUP BY s.name",
+        plan.rest.params,
+    )
+    found: dict[str, Figures] = {}
+    for row in rows:
+        figures = Figures.of(row)
+        if not figures.count:
+            continue
+        if row["name"] in found:
+            found[row["name"]].add(figures)
+        else:
+            found[row["name"]] = figures
+    ranked = sorted(found, key=lambda name: (-found[name].count, name))[:limit]
+    return {name: found[name] for name in ranked}
+
+
 async def score_distributions(
     store: Store, condition: Condition, limit: int = 12
 ) -> list[dict[str, Any]]:
     """Per score name among the matching rows, most scored first: count, avg, min, max and a
-    histogram (see Histogram). Two queries, whatever the number of names: the figures, then
-    every name's bins in one pass with each name's edges as parameters."""
-    names = await store.fetch(
-        "SELECT s.name AS name, COUNT(*) AS count, SUM(s.value) AS total, MIN(s.value) AS low, "
-        "MAX(s.value) AS high, SUM(CASE WHEN s.value <> ROUND(s.value) THEN 1 ELSE 0 END) "
-        f"AS fractional {joined('scores s', 's.request_id', condition)} "
-        "GROUP BY s.name ORDER BY COUNT(*) DESC, s.name LIMIT ?",
-        [*condition.params, _bounded(limit)],
-    )
-    if not names:
+    histogram (see Histogram). Two passes, whatever the number of names: the figures, then
+    every name's bins with each name's edges as parameters. When the rollups answer the
+    condition (time range, model, outcome), both passes read the score value rollups for
+    the covered hours and the scores of the edge hours alone."""
+    plan = await rollups.plan(store, condition, [])
+    figures = await _score_figures(store, condition, plan, _bounded(limit))
+    if not figures:
         return []
-    shapes = {}
-    for row in names:
-        low, high = _number(row["low"]), _number(row["high"])
-        integral = not int(_number(row["fractional"])) and high - low < MAX_INTEGER_BINS
-        shapes[row["name"]] = Histogram(low, high, integral)
-    cases, case_params = [], []
-    for name, shape in shapes.items():
-        sql, params = shape.index_sql()
-        cases.append(f"WHEN ? THEN {sql}")
-        case_params += [name, *params]
+    shapes = {
+        name: Histogram(
+            found.low,
+            found.high,
+            not found.fractional and found.high - found.low < MAX_INTEGER_BINS,
+        )
+        for name, found in figures.items()
+    }
     marks = ", ".join("?" for _ in shapes)
+
+    def bin_case(column: str, name_column: str) -> tuple[str, list[Any]]:
+        cases, params = [], []
+        for name, shape in shapes.items():
+            sql, edges = shape.index_sql(column)
+            cases.append(f"WHEN ? THEN {sql}")
+            params += [name, *edges]
+        return f"CASE {name_column} {' '.join(cases)} END", params
+
+    case, case_params = bin_case("s.value", "s.name")
+    if plan is None:
+        source, params = joined("scores s", "s.request_id", condition), condition.params
+    else:
+        source, params = EDGE_SCORES.format(plan.rest.sql), plan.rest.params
     rows = await store.fetch(
-        f"SELECT s.name AS name, CASE s.name {' '.join(cases)} END AS bin, COUNT(*) AS count "
-        f"{joined('scores s', 's.request_id', condition)} AND s.name IN ({marks}) "
-        "GROUP BY s.name, bin",
-        [*case_params, *condition.params, *shapes],
+        f"SELECT s.name AS name, {case} AS bin, COUNT(*) AS count {source} "
+        f"AND s.name IN ({marks}) GROUP BY s.name, bin",
+        [*case_params, *params, *shapes],
     )
+    if plan is not None:
+        case, case_params = bin_case("r.value", "r.name")
+        rows += await rollups.score_values(
+            store,
+            plan,
+            f"r.name AS name, {case} AS bin, SUM(r.count) AS count",
+            case_params,
+            "r.name, bin",
+        )
     counts: dict[str, dict[int, int]] = {name: {} for name in shapes}
     for row in rows:
-        counts[row["name"]][int(_number(row["bin"]))] = int(row["count"])
+        if row["name"] in counts and row["bin"] is not None:
+            index = int(_number(row["bin"]))
+            counts[row["name"]][index] = counts[row["name"]].get(index, 0) + int(row["count"])
     return [
         {
-            "name": row["name"],
-            "count": int(row["count"]),
-            "avg": round(_number(row["total"]) / int(row["count"]), 6),
-            "min": _number(row["low"]),
-            "max": _number(row["high"]),
-            "bins": shapes[row["name"]].bins(counts[row["name"]]),
+            "name": name,
+            "count": found.count,
+            "avg": round(found.total / found.count, 6),
+            "min": found.low,
+            "max": found.high,
+            "bins": shapes[name].bins(counts[name]),
         }
-        for row in names
+        for name, found in figures.items()
     ]
 
 

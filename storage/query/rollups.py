@@ -200,26 +200,28 @@ async def totals(store: Store, p: Plan, dimensions: Sequence[str]) -> list[dict[
     )
 
 
-async def buckets(store: Store, p: Plan, dimensions: Sequence[str]) -> list[dict[str, Any]]:
-    """Per group and latency bucket: how many latencies and their sum.
-
-    Whole days come from the daily histogram, the covered hours of the first and last day
-    from the hourly one.
-    """
+def pieces(p: Plan, hourly: str, daily: str) -> list[tuple[str, str | None, str | None]]:
+    """(table, after, before) pieces of an hourly and a daily table whose `period` ranges
+    together cover exactly the hours after..before: whole days from the daily table, the
+    covered hours of the first and last day from the hourly one."""
     first_day = p.after[:10]
     last_day = None if p.before is None else p.before[:10]
-    # (table, period range) pieces that together cover exactly the hours after..before.
-    pieces: list[tuple[str, str | None, str | None]] = []
     if last_day == first_day:
-        pieces.append(("rollup_hour_histogram", p.after, p.before))
-    else:
-        pieces.append(("rollup_hour_histogram", p.after, next_day(first_day)))
-        pieces.append(("rollup_day_histogram", first_day, last_day))
-        if last_day is not None and p.before is not None:
-            # Hours of the last day: from its first hour (just after the day's own text).
-            pieces.append(("rollup_hour_histogram", last_day, p.before))
+        return [(hourly, p.after, p.before)]
+    found: list[tuple[str, str | None, str | None]] = [
+        (hourly, p.after, next_day(first_day)),
+        (daily, first_day, last_day),
+    ]
+    if last_day is not None and p.before is not None:
+        # Hours of the last day: from its first hour (just after the day's own text).
+        found.append((hourly, last_day, p.before))
+    return found
+
+
+async def buckets(store: Store, p: Plan, dimensions: Sequence[str]) -> list[dict[str, Any]]:
+    """Per group and latency bucket: how many latencies and their sum (see pieces)."""
     rows: list[dict[str, Any]] = []
-    for table, after, before in pieces:
+    for table, after, before in pieces(p, "rollup_hour_histogram", "rollup_day_histogram"):
         columns = _columns(dimensions, "period")
         periods, params = _range("period", after, before)
         rows += await store.fetch(
@@ -227,6 +229,22 @@ async def buckets(store: Store, p: Plan, dimensions: Sequence[str]) -> list[dict
             f"SUM(r.total) AS total FROM {table} r WHERE r.metric = ? AND r.count > 0 "
             f"AND {periods} AND ({p.keys.sql})" + _group_by(columns, "r.bucket"),
             ["latency", *params, *p.keys.params],
+        )
+    return rows
+
+
+async def score_values(
+    store: Store, p: Plan, select: str, params: Sequence[Any], group_by: str
+) -> list[dict[str, Any]]:
+    """`select` (SQL over the score value rollups `r`: r.name, r.value, r.count, with
+    `params`) grouped by `group_by`, over each piece of the covered hours (see pieces)."""
+    rows: list[dict[str, Any]] = []
+    for table, after, before in pieces(p, "rollup_hour_score_values", "rollup_day_score_values"):
+        periods, period_params = _range("period", after, before)
+        rows += await store.fetch(
+            f"SELECT {select} FROM {table} r WHERE r.count > 0 AND {periods} "
+            f"AND ({p.keys.sql}) GROUP BY {group_by}",
+            [*params, *period_params, *p.keys.params],
         )
     return rows
 
