@@ -410,6 +410,13 @@ def m009_score_values(d: Dialect) -> list[str]:
     return statements
 
 
+@migration
+def m010_feedback_by_update(d: Dialect) -> list[str]:
+    """Ratings in the order they were last given, so the analytics page's latest negative
+    feedback walks the newest few instead of sorting every thumbs-down."""
+    return ["CREATE INDEX feedback_rating_updated ON feedback (rating, updated_at, request_id)"]
+
+
 # Every migration in order, as (name, function).
 MIGRATIONS: tuple[tuple[str, Migration], ...] = tuple(_registered)
 

@@ -47,6 +47,7 @@ SHIPPED_MIGRATIONS = [
     "007_rollups",
     "008_request_history",
     "009_score_values",
+    "010_feedback_by_update",
 ]
 
 

@@ -339,13 +339,15 @@ async def recent_negatives(
 
     Each: id, created_at, model, user_id, rated_at, the comment given with the rating, and the
     first words of the prompt and of the answer (kept on the row, so no body is read).
+    The (rating, updated_at, request_id) index gives the ratings newest first, so only the
+    newest negatives are read until `limit` of them match.
     """
     rows = await store.fetch(
         "SELECT r.id AS id, r.created_at AS created_at, r.model AS model, r.user_id AS user_id, "
         "r.prompt_preview AS prompt_preview, r.answer_preview AS answer_preview, "
         "f.updated_at AS rated_at, f.comment AS comment FROM feedback f "
         f"JOIN requests r ON r.id = f.request_id WHERE f.rating = 0 AND ({condition.sql}) "
-        "ORDER BY f.updated_at DESC, r.id DESC LIMIT ?",
+        "ORDER BY f.updated_at DESC, f.request_id DESC LIMIT ?",
         [*condition.params, _bounded(limit)],
     )
     return [dict(row) for row in rows]
