@@ -145,7 +145,7 @@ def seed(relaylog: Relaylog) -> None:
             model="gpt-4o" if n % 3 == 0 else "gpt-4o-mini",
             user=("alice", "bob", "carol")[n % 3],
             session=("onboarding", f"/step{n}", "Onboarding") if onboarding else None,
-            properties={"prompt_version": f"v{1 + n % 2}"},
+            properties={"prompt-version": f"v{1 + n % 2}"},
         )
         if n % 4 != 3:
             rating = n % 4 != 2

@@ -29,7 +29,7 @@ def rated(served: Relaylog) -> Iterator[Relaylog]:
             request_id = served.chat(
                 f"{version} question {n}",
                 user=f"user-{n % 6}",
-                properties={"prompt_version": version},
+                properties={"prompt-version": version},
             )
             items.append({"request_id": request_id, "rating": n < positive})
     served.api("POST", "/v1/feedback/batch", {"items": items})
@@ -107,21 +107,21 @@ def test_two_prompt_versions_compared_and_the_url_survives_a_reload(
     rated: Relaylog, page: Page
 ) -> None:
     page.goto(rated.url + "/analytics?since=24h")
-    page.select_option("#split", "property:prompt_version")
+    page.select_option("#split", "property:prompt-version")
     page.click("#filter-form button[type=submit]")
-    page.select_option("#cmp-by", "property:prompt_version")
+    page.select_option("#cmp-by", "property:prompt-version")
     page.fill("#cmp-a", "v3")
     page.fill("#cmp-b", "v4")
     page.click("#compare-groups button[type=submit]")
     expect(page).to_have_url(
         re.compile(
-            r"since=24h&split=property%3Aprompt_version&cmp=groups"
-            r"&cmp_by=property%3Aprompt_version&cmp_a=v3&cmp_b=v4$"
+            r"since=24h&split=property%3Aprompt-version&cmp=groups"
+            r"&cmp_by=property%3Aprompt-version&cmp_a=v3&cmp_b=v4$"
         )
     )
     versions = {
-        g["key"]["property:prompt_version"]: g["feedback"]
-        for g in stats(rated, ["property:prompt_version"])["groups"]
+        g["key"]["property:prompt-version"]: g["feedback"]
+        for g in stats(rated, ["property:prompt-version"])["groups"]
     }
     assert (versions["v3"]["count"], versions["v4"]["positive"]) == (36, 31)
 
@@ -131,19 +131,19 @@ def test_two_prompt_versions_compared_and_the_url_survives_a_reload(
         for role, version in (("A", "v3"), ("B", "v4")):
             row = table.locator(f"tr[data-role={role}]")
             expect(row.locator("td.rate")).to_have_text(percent(versions[version]["positive_rate"]))
-            expect(row.locator("td.label")).to_have_text(f"property prompt_version = {version}")
+            expect(row.locator("td.label")).to_have_text(f"property prompt-version = {version}")
         shown = dict(chart_points(page, "#compare figure.intervals .point"))
         assert shown == pytest.approx(
             {
-                f"property prompt_version = {version}": versions[version]["positive_rate"]
+                f"property prompt-version = {version}": versions[version]["positive_rate"]
                 for version in ("v3", "v4")
             },
             abs=1e-6,
         )
         expect(page.locator("#sentence")).to_contain_text(
-            "property prompt_version = v4 is better than property prompt_version = v3"
+            "property prompt-version = v4 is better than property prompt-version = v3"
         )
-        expect(page.locator("#split")).to_have_value("property:prompt_version")
+        expect(page.locator("#split")).to_have_value("property:prompt-version")
         expect(page.locator("#f-since")).to_have_value("24h")
         expect(page.locator("#cmp-a")).to_have_value("v3")
 

@@ -34,11 +34,11 @@ def test_the_list_shows_the_seeded_rows_newest_first(served: Relaylog, page: Pag
     expect(first.locator("td.user")).to_have_text("mallory")
     expect(page.locator("header nav a[aria-current=page]")).to_have_text("Requests")
 
-    page.fill("input[name=pcol]", "prompt_version")
+    page.fill("input[name=pcol]", "prompt-version")
     page.fill("input[name=scol]", "accuracy")
     page.click("#filter-form button[type=submit]")
-    expect(page).to_have_url(re.compile(r"pcol=prompt_version&scol=accuracy$"))
-    expect(page.locator("th.extra")).to_have_text(["prompt_version", "accuracy"])
+    expect(page).to_have_url(re.compile(r"pcol=prompt-version&scol=accuracy$"))
+    expect(page.locator("th.extra")).to_have_text(["prompt-version", "accuracy"])
     oldest = page.locator("#rows tr[data-id]").last
     expect(oldest.locator("td.extra")).to_have_text(["v1", "50"])
     screenshot(page, "requests")

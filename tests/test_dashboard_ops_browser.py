@@ -32,7 +32,7 @@ def test_operations_show_the_traffic_and_link_into_the_list(served: Relaylog, pa
     for kind, points in (("columns", "rect.point"), ("line", "circle.point")):
         expect(page.locator(f"#charts figure.{kind} {points}").first).to_be_visible()
     expect(page.locator("#top-users td.value a")).to_contain_text(["alice", "bob", "carol"])
-    expect(page.locator("#top-values h3")).to_have_text("Top values of prompt_version")
+    expect(page.locator("#top-values h3")).to_have_text("Top values of prompt-version")
     # Counted apart and swapped in by static/operations.js.
     expect(page.locator("#top-values td.value a")).to_have_text(["v1", "v2"])
     expect(page.locator("#values-state")).to_have_count(0)
