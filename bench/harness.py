@@ -197,9 +197,12 @@ def memory_detail(pid: int) -> dict[str, Any]:
         try:
             status = Path(f"/proc/{p}/status").read_text()
             name = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            these = _frames(p) if frames is not None else None
         except OSError:
-            continue
+            continue  # the process has exited
+        try:
+            these = _frames(p) if frames is not None else None
+        except OSError:  # pagemap not readable: fall back to the sum
+            these = None
         fields = {}
         for line in status.splitlines():
             key, _, value = line.partition(":")
