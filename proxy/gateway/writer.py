@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import dataclasses
 import functools
+import gc
 import logging
 import operator
 import os
@@ -49,6 +50,8 @@ START_TIMEOUT_S = 60.0
 EXIT_TIMEOUT_S = 10.0
 # After a batch this large, the memory it took is handed back to the system (see _trimmer).
 TRIM_AFTER_BYTES = 256 * 1024
+# Allocations between young collections (Python's default is 700), as in serve.
+YOUNG_GC_THRESHOLD = 20_000
 
 EXCHANGE_FIELDS = tuple(f.name for f in dataclasses.fields(Exchange))
 HELICONE_FIELDS = tuple(f.name for f in dataclasses.fields(HeliconeOptions))
@@ -217,6 +220,10 @@ async def serve(fd: int, db: str, price: PriceTable) -> None:
         return
     batches = StoreWriter(store, functools.partial(to_row, price=price))
     trim = _trimmer()
+    # As serve does (proxy/server.py): modules and the store stay until exit, and a batch's
+    # objects are freed by their reference counts; ~2 us less per row in batches of 500.
+    gc.freeze()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
     try:
         writer.write(_frame(orjson.dumps(None)))
         await writer.drain()
