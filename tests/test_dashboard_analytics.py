@@ -13,10 +13,14 @@ from typing import Any
 
 import pytest
 
+from proxy.dashboard.analytics import by_day
 from proxy.state import STORE
-from storage import Row
+from storage import Row, open_store
 from storage.models import utc_iso
+from storage.query.analytics import rated_split
+from storage.query.filters import ALL
 from tests.helpers import Client, ProxyFactory
+from tests.logbook import fill
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 POINT = re.compile(r'<(circle|rect) class="point"[^>]* data-series="([^"]*)" data-x="([^"]*)" '
@@ -336,3 +340,18 @@ async def test_two_periods_compared(make_proxy: ProxyFactory) -> None:
     verdict, rates = compared(day)
     assert verdict == "not enough data" and rates == pytest.approx({"last day": 0.9})
     assert "the day before has 0 rated requests" in day
+
+
+@pytest.mark.parametrize("split", [None, "model", "user", "property:prompt_version"])
+@pytest.mark.parametrize("top", [1, 6])
+async def test_hours_added_up_by_day_are_the_daily_split(
+    store_url: str, split: str | None, top: int
+) -> None:
+    store = open_store(store_url)
+    await store.open()
+    await fill(store)
+    hours = await rated_split(store, ALL, "hour", split, top)
+    days = await rated_split(store, ALL, "day", split, top)
+    assert days, "the log has ratings"
+    assert sorted(map(repr, by_day(hours, split))) == sorted(map(repr, days))
+    await store.close()

@@ -37,6 +37,7 @@ from proxy.dashboard.splits import split_choices, split_label, split_of
 from proxy.state import STORE
 from storage import Store
 from storage.errors import QueryError
+from storage.query import rollups
 from storage.query.analytics import (
     BUCKETS,
     distinct_keys,
@@ -94,16 +95,44 @@ def over_time(
     return categories, rates, counts
 
 
+def by_day(groups: Sequence[dict[str, Any]], split: str | None) -> list[dict[str, Any]]:
+    """rated_split's hourly groups added up per day: its daily groups (the top values are
+    ranked over the whole range either way)."""
+    days: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for group in groups:
+        value = None if split is None else group["key"][split]
+        day = group["key"]["hour"][:10]
+        found = days.get((day, value, group["rest"]))
+        if found is None:
+            key = {"day": day} if split is None else {"day": day, split: value}
+            found = days[(day, value, group["rest"])] = {
+                "key": key,
+                "feedback": {"count": 0, "positive": 0},
+                "rest": group["rest"],
+            }
+        found["feedback"]["count"] += group["feedback"]["count"]
+        found["feedback"]["positive"] += group["feedback"]["positive"]
+    return list(days.values())
+
+
 async def ratings_over_time(
     store: Store, condition: Condition, bucket: str | None, split: str | None
 ) -> tuple[str, list[dict[str, Any]]]:
-    """The chosen (or chosen for it) time unit and rated_split's groups by it."""
-    unit = bucket or "day"
-    groups = await rated_split(store, condition, unit, split, TOP_SERIES)
-    if bucket is None and len(axis("day", (g["key"]["day"] for g in groups))) <= HOURLY_DAYS:
-        unit = "hour"
-        groups = await rated_split(store, condition, unit, split, TOP_SERIES)
-    return unit, groups
+    """The chosen (or chosen for it) time unit and rated_split's groups by it. Without a
+    chosen unit: days, or hours when the days span at most HOURLY_DAYS. When the rollups
+    answer, a second query by hour costs little; when the rated rows are read, they are read
+    once, by hour, and added up by day unless they span at most HOURLY_DAYS days."""
+    if bucket is not None:
+        return bucket, await rated_split(store, condition, bucket, split, TOP_SERIES)
+    if split in (None, "model") and await rollups.plan(store, condition, ["model"]) is not None:
+        groups = await rated_split(store, condition, "day", split, TOP_SERIES)
+        if len(axis("day", (g["key"]["day"] for g in groups))) > HOURLY_DAYS:
+            return "day", groups
+        return "hour", await rated_split(store, condition, "hour", split, TOP_SERIES)
+    groups = await rated_split(store, condition, "hour", split, TOP_SERIES)
+    if len(axis("day", (g["key"]["hour"][:10] for g in groups))) <= HOURLY_DAYS:
+        return "hour", groups
+    return "day", by_day(groups, split)
 
 
 def score_charts(distributions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
