@@ -19,7 +19,6 @@ import random
 import sqlite3
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from proxy.gateway.previews import answer_preview, prompt_preview
 from proxy.gateway.pricing import PriceTable
 from proxy.gateway.sse import Summary
 from storage.migrations import SQLITE, m007_rollups, m009_score_values
@@ -68,22 +68,33 @@ def _pick(rng: random.Random, weighted: tuple[tuple[Any, int], ...]) -> Any:
     return rng.choices([w[0] for w in weighted], weights=[w[1] for w in weighted])[0]
 
 
-def _bodies(rng: random.Random, model: str, path: str, i: int) -> tuple[str, str, int, int]:
+Body = dict[str, Any]
+
+
+def _time_ordered_id(created: float, rng: random.Random) -> str:
+    """A version-7 UUID for `created` as the proxy draws them (headers.new_request_id), with
+    the random bits from `rng` so a seed gives the same store."""
+    h = f"{int(created * 1000):012x}{rng.getrandbits(80):020x}"
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+
+
+def _bodies(rng: random.Random, model: str, path: str, i: int) -> tuple[Body, Body, int, int]:
     topic = rng.choice(TOPICS)
     question = f"Customer #{i % 9973} asks about {topic}: " + " ".join(
         rng.choice(("please", "help", "order", "account", "why", "today", "again", "thanks"))
         for _ in range(rng.randint(8, 40))
     )
     if path == "/v1/embeddings":
-        request = {"model": model, "input": question}
+        request: Body = {"model": model, "input": question}
         prompt = len(question) // 4
-        response = {
+        response: Body = {
             "object": "list",
             "model": model,
             "data": [{"object": "embedding", "index": 0, "embedding": "<omitted>"}],
             "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
         }
-        return orjson.dumps(request).decode(), orjson.dumps(response).decode(), prompt, 0
+        return request, response, prompt, 0
     request = {
         "model": model,
         "messages": [
@@ -112,7 +123,7 @@ def _bodies(rng: random.Random, model: str, path: str, i: int) -> tuple[str, str
             "total_tokens": prompt + completion,
         },
     }
-    return orjson.dumps(request).decode(), orjson.dumps(response).decode(), prompt, completion
+    return request, response, prompt, completion
 
 
 def generate(rows: int, days: int, seed: int) -> Iterator[tuple[tuple[Any, ...], dict[str, str]]]:
@@ -136,7 +147,11 @@ def generate(rows: int, days: int, seed: int) -> Iterator[tuple[tuple[Any, ...],
             roll -= weight
         stream = path == "/v1/chat/completions" and rng.random() < 0.4
         latency = rng.lognormvariate(math.log(700 if path != "/v1/embeddings" else 90), 0.6)
-        request_body, response_body, prompt, completion = _bodies(rng, model, path, i)
+        request, response, prompt, completion = _bodies(rng, model, path, i)
+        request_body, response_body = (
+            orjson.dumps(request).decode(),
+            orjson.dumps(response).decode(),
+        )
         cached = (prompt // 2) if prompt > 1024 and rng.random() < 0.3 else 0
         ok = outcome == "ok"
         summary = Summary(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
@@ -146,7 +161,7 @@ def generate(rows: int, days: int, seed: int) -> Iterator[tuple[tuple[Any, ...],
         if rng.random() < 0.5:
             properties["customer"] = f"cust-{rng.randrange(500)}"
         values = {
-            "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "id": _time_ordered_id(created, rng),
             "created_at": utc_iso(created),
             "method": "POST",
             "path": path,
@@ -177,6 +192,8 @@ def generate(rows: int, days: int, seed: int) -> Iterator[tuple[tuple[Any, ...],
             "request_headers": headers.decode(),
             "upstream_request_id": f"req_{i}",
             "error": None if ok else f"upstream answered {status}",
+            "prompt_preview": prompt_preview(request),
+            "answer_preview": answer_preview(response) if ok else None,
         }
         yield tuple(values.get(c, DEFAULTS[c]) for c in ROW_COLUMNS), properties
 
