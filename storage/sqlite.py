@@ -33,6 +33,8 @@ from storage.sql import SCHEMA_PROBE, SqlStore, Tx
 log = logging.getLogger("relaylog.store")
 
 BUSY_TIMEOUT_MS = 5000
+# Every connection's settings: wait for a busy file, and sync at checkpoints only (WAL).
+PRAGMAS = (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA synchronous = NORMAL")
 # An inline reader (no thread to interrupt it from) checks a deadline every this many VM steps.
 PROGRESS_STEPS = 10_000
 # Errors about the data written rather than the database's state (a busy or locked file).
@@ -138,8 +140,8 @@ Result = tuple[list[str], list[Any]]
 def _open_reader(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        for pragma in PRAGMAS:
+            conn.execute(pragma)
     except BaseException:
         conn.close()
         raise
@@ -294,8 +296,8 @@ class SQLiteStore(SqlStore):
         conn = await self._open_threaded() if self.threaded else _Inline(self._open_inline())
         try:
             conn.row_factory = sqlite3.Row
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await conn.execute("PRAGMA synchronous = NORMAL")
+            for pragma in PRAGMAS:
+                await conn.execute(pragma)
         except BaseException:  # its thread would otherwise outlive a cancelled open
             await conn.close()
             raise
