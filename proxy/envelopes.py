@@ -65,8 +65,16 @@ def envelope_error(err: ApiError) -> web.Response:
     )
 
 
-def _is_forwarded(request: web.Request) -> bool:
-    return request.match_info.route.name == FORWARD_ROUTE
+def _answer(request: web.Request, err: ApiError) -> web.Response:
+    """`err` in the route's envelope: OpenAI's shape on forwarded routes, else the API's."""
+    if request.match_info.route.name != FORWARD_ROUTE:
+        return envelope_error(err)
+    return web.Response(
+        body=openai_error_body(err),
+        status=err.status,
+        content_type="application/json",
+        headers=err.headers,
+    )
 
 
 @web.middleware
@@ -75,28 +83,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as err:
-        if _is_forwarded(request):
-            return web.Response(
-                body=openai_error_body(err),
-                status=err.status,
-                content_type="application/json",
-                headers=err.headers,
-            )
-        return envelope_error(err)
+        return _answer(request, err)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        mapped = ApiError(exc.status, exc.reason)
-        if _is_forwarded(request):
-            return web.Response(
-                body=openai_error_body(mapped), status=exc.status, content_type="application/json"
-            )
-        return envelope_error(mapped)
+        return _answer(request, ApiError(exc.status, exc.reason))
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        internal = ApiError(500, "internal error; see relaylog's log")
-        if _is_forwarded(request):
-            return web.Response(
-                body=openai_error_body(internal), status=500, content_type="application/json"
-            )
-        return envelope_error(internal)
+        return _answer(request, ApiError(500, "internal error; see relaylog's log"))
