@@ -7,6 +7,7 @@ within SQLite's limit on parameters.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -51,19 +52,33 @@ def storable(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
+_row_fields = operator.attrgetter(*ROW_COLUMNS)
+PROPERTIES_AT = ROW_COLUMNS.index("properties")
+IS_STREAM_AT = ROW_COLUMNS.index("is_stream")
+CACHE_HIT_AT = ROW_COLUMNS.index("cache_hit")
+# The columns a Row types as text (str or None): one search for NUL over them all at once.
+_texts = operator.itemgetter(
+    *(i for i, c in enumerate(ROW_COLUMNS) if str(Row.__annotations__[c]).startswith("str"))
+)
+# The rollup columns of a row's values, for storage.rollups.Deltas.
+_rollup_values = operator.itemgetter(*(ROW_COLUMNS.index(c) for c in COLUMNS))
+
+
 def row_values(row: Row) -> tuple[Any, ...]:
-    """The row's values in ROW_COLUMNS order, JSON and booleans encoded for SQL."""
-    values = []
-    for column in ROW_COLUMNS:
-        value = getattr(row, column)
-        if column == "properties":
-            value = orjson.dumps(value).decode()
-        elif column in ("is_stream", "cache_hit"):
-            value = int(value)
-        elif isinstance(value, str):
-            value = storable(value)
-        values.append(value)
-    return tuple(values)
+    """The row's values in ROW_COLUMNS order, JSON and booleans encoded for SQL, and every
+    text with NUL made U+FFFD (storable)."""
+    values = list(_row_fields(row))
+    values[PROPERTIES_AT] = orjson.dumps(values[PROPERTIES_AT]).decode()
+    values[IS_STREAM_AT] = int(values[IS_STREAM_AT])
+    values[CACHE_HIT_AT] = int(values[CACHE_HIT_AT])
+    try:
+        # Nearly every row has no NUL; join raises for a text column holding something else.
+        plain = "\x00" not in "".join(filter(None, _texts(values)))
+    except TypeError:
+        plain = False
+    if plain:
+        return tuple(values)
+    return tuple(storable(v) if isinstance(v, str) else v for v in values)
 
 
 def chunked(
@@ -163,8 +178,8 @@ class SqlStore(CacheStore, RateLimitStore):
                     for r in rows
                 ]
             values = [row_values(r) for r in rows]
-            # As stored (NUL made U+FFFD), the last row of each id.
-            latest = {v[0]: dict(zip(ROW_COLUMNS, v, strict=True)) for v in values}
+            # As stored (NUL made U+FFFD), the last row of each id: what the rollups read.
+            latest = {v[0]: dict(zip(COLUMNS, _rollup_values(v), strict=True)) for v in values}
             await tx.executemany(UPSERT_ROW, values)
             await tx.executemany(
                 "DELETE FROM request_properties WHERE request_id = ?", [(r.id,) for r in rows]

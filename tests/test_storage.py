@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 import storage.sql as sql_store
 from storage import Store, open_store
 from storage.errors import StoreError
 from storage.migrations import MIGRATIONS, Dialect, migration
-from storage.models import Row
+from storage.models import ROW_COLUMNS, Row, utc_iso
 from storage.postgres import split_url, to_numbered
 
 
@@ -236,3 +238,82 @@ async def test_model_becomes_the_requested_model_on_upgrade(
         {"id": "no-request-model", "model": "whisper-1"},
     ]
     await upgraded.close()
+
+
+def _reference_values(row: Row) -> tuple[Any, ...]:
+    """Row encoding spelled out column by column: what row_values must return."""
+    values: list[Any] = []
+    for column in ROW_COLUMNS:
+        value = getattr(row, column)
+        if column == "properties":
+            value = orjson.dumps(value).decode()
+        elif column in ("is_stream", "cache_hit"):
+            value = int(value)
+        elif isinstance(value, str):
+            value = value.replace("\x00", "\ufffd")
+        values.append(value)
+    return tuple(values)
+
+
+@pytest.mark.parametrize("nul_in", [None, "id", "path", "request_body", "answer_preview"])
+def test_row_values_encode_every_column_and_replace_nul(nul_in: str | None) -> None:
+    row = Row(
+        id="r1",
+        created_at="2026-12-04T10:00:00.000Z",
+        method="POST",
+        path="/v1/chat/completions",
+        model="gpt-4o-mini",
+        status=200,
+        is_stream=True,
+        latency_ms=1.5,
+        prompt_tokens=3,
+        cost_usd=0.25,
+        properties={"app": "a\x00b", "": ""},
+        request_body='{"a": 1}',
+        response_body="",
+        cache_hit=True,
+        prompt_preview="hello",
+    )
+    if nul_in is not None:
+        setattr(row, nul_in, f"x\x00{getattr(row, nul_in)}\x00")
+    values = sql_store.row_values(row)
+    assert values == _reference_values(row)
+    assert [type(v) for v in values] == [type(v) for v in _reference_values(row)]
+    assert not any(isinstance(v, str) and "\x00" in v for v in values)
+    assert values[ROW_COLUMNS.index("is_stream")] == 1
+    assert orjson.loads(values[ROW_COLUMNS.index("properties")]) == row.properties
+
+
+def test_row_values_of_a_text_column_holding_another_type_are_still_encoded() -> None:
+    row = Row(id="r\x00", created_at="t", method="GET", path="/")
+    row.error = 5  # type: ignore[assignment]
+    assert sql_store.row_values(row) == _reference_values(row)
+    assert sql_store.row_values(row)[0] == "r\ufffd"
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        0,
+        0.0004999,
+        0.9995,
+        0.9999994,
+        0.9999995,
+        0.9999996,
+        1.0000005,
+        2.5e-6,
+        1764842400.0,
+        1764842400.1234565,
+        1764842400.9999995,
+        1764842459.9999999,
+        1.5,
+        -0.5,
+        -1e-7,
+        253402300799.25,
+        *(k / 2**20 + 1764842400 for k in range(0, 2**20, 4099)),
+    ],
+)
+def test_utc_iso_is_datetime_to_the_millisecond(ts: float) -> None:
+    expected = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    assert utc_iso(ts) == expected
+    assert utc_iso(ts) == expected  # the cached second gives the same text
