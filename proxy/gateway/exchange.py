@@ -141,6 +141,8 @@ def _json(text: str | None) -> Any:
 
 def clean(text: str) -> str:
     """Text safe to store: undecodable bytes that arrived in headers become U+FFFD."""
+    if text.isascii():  # a flag on the string: no encoding needed to know
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
