@@ -218,7 +218,7 @@ async def profile_writer(args: argparse.Namespace, workdir: Path) -> int:
     # With cProfile, one more pass runs under it, left out of the timings.
     for n in range(args.repeat + (args.profiler == "cprofile")):
         if n == args.repeat:
-            profiler = cProfile.Profile(time.process_time)
+            profiler = cProfile.Profile()
         if args.pg:
             db = args.pg
             await reset_pg_schema(args.pg)
