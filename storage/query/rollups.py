@@ -167,8 +167,12 @@ def _group_by(columns: Sequence[str], *extra: str) -> str:
     return f" GROUP BY {', '.join(terms)}" if terms else ""
 
 
-def _columns(dimensions: Sequence[str], period: str) -> list[str]:
-    sql = {"day": f"substr(r.{period}, 1, 10)", "model": "r.model", "outcome": "r.outcome"}
+def _columns(dimensions: Sequence[str], period: str, daily: bool = False) -> list[str]:
+    """The dimensions as SQL over `r.{period}` (an hour, or a day when `daily`), model, outcome.
+    A daily table's period is the day itself: grouping by the column, not an expression of
+    it, spares SQLite computing it for every row."""
+    day = f"r.{period}" if daily else f"substr(r.{period}, 1, 10)"
+    sql = {"day": day, "model": "r.model", "outcome": "r.outcome"}
     return [sql[d] for d in dimensions]
 
 
@@ -222,7 +226,7 @@ async def buckets(store: Store, p: Plan, dimensions: Sequence[str]) -> list[dict
     """Per group and latency bucket: how many latencies and their sum (see pieces)."""
     rows: list[dict[str, Any]] = []
     for table, after, before in pieces(p, "rollup_hour_histogram", "rollup_day_histogram"):
-        columns = _columns(dimensions, "period")
+        columns = _columns(dimensions, "period", daily=table == "rollup_day_histogram")
         periods, params = _range("period", after, before)
         rows += await store.fetch(
             f"SELECT {_select(columns)}r.bucket AS bucket, SUM(r.count) AS count, "
@@ -250,15 +254,22 @@ async def score_values(
 
 
 async def scores(store: Store, p: Plan, dimensions: Sequence[str]) -> list[dict[str, Any]]:
-    """Per group and score name: count, sum, smallest and largest value."""
-    columns = _columns(dimensions, "hour")
-    hours, params = _range("hour", p.after, p.before)
-    return await store.fetch(
-        f"SELECT {_select(columns)}r.name AS name, SUM(r.count) AS count, SUM(r.total) AS total, "
-        "MIN(r.low) AS low, MAX(r.high) AS high FROM rollup_scores r "
-        f"WHERE r.count > 0 AND {hours} AND ({p.keys.sql})" + _group_by(columns, "r.name"),
-        [*params, *p.keys.params],
-    )
+    """Per group and score name: count, sum, smallest and largest value, from the per-value
+    rollups (see pieces): whole days come from the daily table, fewer rows than every hour of
+    rollup_scores. A value times its count is what adding it that many times gives (exactly
+    for whole numbers and binary fractions), and nothing is ever taken away from it."""
+    rows: list[dict[str, Any]] = []
+    for table, after, before in pieces(p, "rollup_hour_score_values", "rollup_day_score_values"):
+        columns = _columns(dimensions, "period", daily=table == "rollup_day_score_values")
+        periods, params = _range("period", after, before)
+        rows += await store.fetch(
+            f"SELECT {_select(columns)}r.name AS name, SUM(r.count) AS count, "
+            "SUM(r.value * r.count) AS total, MIN(r.value) AS low, MAX(r.value) AS high "
+            f"FROM {table} r WHERE r.count > 0 AND {periods} AND ({p.keys.sql})"
+            + _group_by(columns, "r.name"),
+            [*params, *p.keys.params],
+        )
+    return rows
 
 
 async def hour_sums(
