@@ -12,7 +12,9 @@ holding one value, otherwise within the bucket's width.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,8 +39,12 @@ PERCENTILES = (50, 90, 95, 99)
 BOUNDS = [float(b) for b in LATENCY_BOUNDS]
 
 Key = tuple[Any, ...]
-# Rows of one query, each with its group key, and how a group adds such a row.
-Source = tuple[list[tuple[Key, dict[str, Any]]], Callable[["Group", dict[str, Any]], None]]
+Rows = list[dict[str, Any]]
+# How the rows of one query are added to the totals and (when grouped) to the group of each row:
+# (rows, the row's group key, totals, groups by key or None).
+Fold = Callable[[Rows, Callable[[dict[str, Any]], Key], "Group", "dict[Key, Group] | None"], None]
+# The rows of one query, the columns holding each row's group key, and how they are added.
+Source = tuple[Rows, list[str], Fold]
 
 
 def check_dimensions(names: Sequence[str]) -> None:
@@ -120,15 +126,6 @@ class Group:
         self.cost_usd += _number(row["cost_usd"])
         self.add_feedback(row)
 
-    def add_bucket(self, row: dict[str, Any]) -> None:
-        """A rollup histogram row: how many latencies fell in a bucket, and their sum."""
-        index = row["bucket"]
-        bucket = self.buckets.get(index)
-        if bucket is None:
-            bucket = self.buckets[index] = Bucket(int(index), 0, 0.0)
-        bucket.count += int(row["count"])
-        bucket.total += float(row["total"])
-
     def add_feedback(self, row: dict[str, Any]) -> None:
         self.rated += int(row["rated"])
         self.positive += int(_number(row["positive"]))
@@ -146,21 +143,35 @@ class Group:
             seen[3] = max(seen[3], high)
 
     def percentile(self, p: int) -> float | None:
+        return self._at_percentiles([p])[0]
+
+    def percentiles(self) -> dict[str, float | None]:
+        """p50, p90, p95 and p99 from one walk up the histogram."""
+        found = self._at_percentiles(PERCENTILES)
+        return {f"p{p}": v for p, v in zip(PERCENTILES, found, strict=True)}
+
+    def _at_percentiles(self, ps: Sequence[int]) -> list[float | None]:
+        """The nearest-rank latency at each of `ps` (in increasing order)."""
         if not self.latency_count:
-            return None
-        rank = max(1, math.ceil(p / 100 * self.latency_count))
-        for index in sorted(self.buckets):
-            bucket = self.buckets[index]
-            if rank <= bucket.count:
-                return round(bucket.value_at(rank), 3)
-            rank -= bucket.count
-        raise AssertionError("rank beyond the histogram")
+            return [None for _ in ps]
+        found: list[float | None] = []
+        buckets = [self.buckets[index] for index in sorted(self.buckets)]
+        at = below = 0  # the bucket reached, and how many latencies the ones before it hold
+        for p in ps:
+            rank = max(1, math.ceil(p / 100 * self.latency_count))
+            while at < len(buckets) and rank > below + buckets[at].count:
+                below += buckets[at].count
+                at += 1
+            if at == len(buckets):
+                raise AssertionError("rank beyond the histogram")
+            found.append(round(buckets[at].value_at(rank - below), 3))
+        return found
 
     def summary(self) -> dict[str, Any]:
         latency: dict[str, Any] = {
             "avg": round(self.latency_total / self.latency_count, 3) if self.latency_count else None
         }
-        latency.update({f"p{p}": self.percentile(p) for p in PERCENTILES})
+        latency.update(self.percentiles())
         return {
             "requests": self.requests,
             "errors": self.errors,
@@ -233,7 +244,6 @@ async def _from_rows(
     # the order of the requests_daily index instead of sorting every row.
     daily = set(dimensions) <= set(DAILY)
     grouping = Grouping.of(DAILY if daily else dimensions)
-    positions = [grouping.names.index(name) for name in dimensions]
     params = [*grouping.params, *condition.params]
     feedback_from = f"feedback f JOIN requests r ON r.id = f.request_id {grouping.join}"
     scores_from = f"scores s JOIN requests r ON r.id = s.request_id {grouping.join}"
@@ -266,13 +276,11 @@ async def _from_rows(
         params,
     )
 
-    def keyed(rows: list[dict[str, Any]]) -> list[tuple[Key, dict[str, Any]]]:
-        return [(tuple(grouping.key(row)[i] for i in positions), row) for row in rows]
-
+    names = [f"g{grouping.names.index(name)}" for name in dimensions]
     return [
-        (keyed(requests), Group.add_requests),
-        (keyed(feedback), Group.add_feedback),
-        (keyed(scores), Group.add_scores),
+        (requests, names, _adding(Group.add_requests)),
+        (feedback, names, _adding(Group.add_feedback)),
+        (scores, names, _adding(Group.add_scores)),
     ]
 
 
@@ -280,15 +288,62 @@ async def _from_rollups(
     store: Store, plan: rollups.Plan, dimensions: Sequence[str]
 ) -> list[Source]:
     names = [f"g{i}" for i in range(len(dimensions))]
-
-    def keyed(rows: list[dict[str, Any]]) -> list[tuple[Key, dict[str, Any]]]:
-        return [(tuple([row[name] for name in names]), row) for row in rows]
-
     return [
-        (keyed(await rollups.totals(store, plan, dimensions)), Group.add_totals),
-        (keyed(await rollups.buckets(store, plan, dimensions)), Group.add_bucket),
-        (keyed(await rollups.scores(store, plan, dimensions)), Group.add_scores),
+        (await rollups.totals(store, plan, dimensions), names, _adding(Group.add_totals)),
+        (await rollups.buckets(store, plan, dimensions), names, _add_buckets),
+        (await rollups.scores(store, plan, dimensions), names, _adding(Group.add_scores)),
     ]
+
+
+def _key(names: Sequence[str]) -> Callable[[dict[str, Any]], Key]:
+    """The group key of a row: its values of the columns `names`, as a tuple."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda row: (row[name],)
+    if not names:
+        return lambda row: ()
+    key: Callable[[dict[str, Any]], Key] = operator.itemgetter(*names)
+    return key
+
+
+def _group(groups: dict[Key, Group], key: Key) -> Group:
+    group = groups.get(key)
+    if group is None:
+        group = groups[key] = Group()
+    return group
+
+
+def _adding(add: Callable[[Group, dict[str, Any]], None]) -> Fold:
+    """A fold adding each row with `add`: to the totals, and to its group."""
+
+    def fold(
+        rows: Rows,
+        key: Callable[[dict[str, Any]], Key],
+        totals: Group,
+        groups: dict[Key, Group] | None,
+    ) -> None:
+        for row in rows:
+            add(totals, row)
+            if groups is not None:
+                add(_group(groups, key(row)), row)
+
+    return fold
+
+
+def _add_buckets(
+    rows: Rows, key: Callable[[dict[str, Any]], Key], totals: Group, groups: dict[Key, Group] | None
+) -> None:
+    """Rollup histogram rows (how many latencies fell in a bucket, and their sum): a row per
+    group and bucket, tens of thousands over months by day and model, so added inline."""
+    for row in rows:
+        index, count, total = int(row["bucket"]), int(row["count"]), float(row["total"])
+        for group in (totals,) if groups is None else (totals, _group(groups, key(row))):
+            bucket = group.buckets.get(index)
+            if bucket is None:
+                group.buckets[index] = Bucket(index, count, total)
+            else:
+                bucket.count += count
+                bucket.total += total
 
 
 async def request_stats(
@@ -302,24 +357,30 @@ async def request_stats(
     else:
         sources = await _from_rollups(store, plan, dimensions)
         sources += await _from_rows(store, plan.rest, dimensions, narrow=True)
-    totals = Group()
-    groups: dict[Key, Group] = {}
-    for rows, add in sources:
-        for key, row in rows:
-            add(totals, row)
-            if dimensions:
-                add(groups.setdefault(key, Group()), row)
-    result: dict[str, Any] = totals.summary()
-    result["session_feedback"] = (await _session_ratings(store, condition, ())).get((), _rated())
+    # The store counts the rated sessions while the rows read so far are added up here.
+    sessions = asyncio.ensure_future(_session_ratings(store, condition, dimensions))
+    try:
+        totals = Group()
+        groups: dict[Key, Group] | None = {} if dimensions else None
+        for rows, names, fold in sources:
+            fold(rows, _key(names), totals, groups)
+        result: dict[str, Any] = totals.summary()
+        summaries = [
+            (key, group.summary())
+            for key, group in sorted((groups or {}).items(), key=lambda item: _sort_key(item[0]))
+        ]
+        whole, by_group = await sessions
+    finally:
+        sessions.cancel()
+    result["session_feedback"] = whole
     if dimensions:
-        sessions = await _session_ratings(store, condition, dimensions)
         result["groups"] = [
             {
                 "key": dict(zip(dimensions, key, strict=True)),
-                **groups[key].summary(),
-                "session_feedback": sessions.get(key, _rated()),
+                **summary,
+                "session_feedback": by_group.get(key, _rated()),
             }
-            for key in sorted(groups, key=_sort_key)
+            for key, summary in summaries
         ]
     return result
 
@@ -335,8 +396,20 @@ def _rated(count: int = 0, positive: int = 0) -> dict[str, Any]:
 
 async def _session_ratings(
     store: Store, condition: Condition, dimensions: Sequence[str]
-) -> dict[Key, dict[str, Any]]:
-    """Rated sessions with a matching request, per group: each session counted once a group."""
+) -> tuple[dict[str, Any], dict[Key, dict[str, Any]]]:
+    """Rated sessions with a matching request: in all (each session once), and per group of
+    `dimensions` (each session counted once a group)."""
+    # A session's one rating (session_id is session_feedback's key) counts when any of its
+    # requests matches: SQLite stops at the first one instead of reading every request of it.
+    whole = await store.fetch(
+        "SELECT COUNT(*) AS rated, SUM(CASE WHEN sf.rating = 1 THEN 1 ELSE 0 END) AS positive "
+        "FROM session_feedback sf WHERE EXISTS (SELECT 1 FROM requests r "
+        f"WHERE r.session_id = sf.session_id AND ({condition.sql}))",
+        condition.params,
+    )
+    rated = _rated(int(whole[0]["rated"]), int(whole[0]["positive"] or 0))
+    if not dimensions:
+        return rated, {}
     grouping = Grouping.of(dimensions)
     rows = await store.fetch(
         f"SELECT {grouping.select()}COUNT(DISTINCT sf.session_id) AS rated, "
@@ -345,7 +418,9 @@ async def _session_ratings(
         f"{grouping.join} WHERE {condition.sql}" + grouping.group_by(),
         [*grouping.params, *condition.params],
     )
-    return {grouping.key(row): _rated(int(row["rated"]), int(row["positive"] or 0)) for row in rows}
+    return rated, {
+        grouping.key(row): _rated(int(row["rated"]), int(row["positive"] or 0)) for row in rows
+    }
 
 
 def _sort_key(key: Key) -> tuple[tuple[bool, str], ...]:
