@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from proxy.gateway.exchange import Exchange
@@ -16,6 +23,8 @@ from proxy.state import METRICS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 NO_STATUS = "none"
+# The `le` labels, as prometheus_client writes the bounds.
+BUCKET_LABELS = tuple(repr(float(bound)) for bound in LATENCY_BUCKETS)
 
 
 class QueueCollector(Collector):
@@ -54,23 +63,53 @@ class QueueCollector(Collector):
         )
 
 
+class RequestCollector(Collector):
+    """Forwarded requests by status and outcome, and their latency histogram.
+
+    Every forwarded call is counted, so the counting is plain integers on the event loop (a
+    prometheus_client child takes a lock and several calls per increment); the families are
+    built from them when scraped, in the shape prometheus_client's Counter and Histogram give.
+    """
+
+    def __init__(self) -> None:
+        # (status, outcome) -> [count, created]
+        self.requests: dict[tuple[int | None, str], list[float]] = {}
+        # Observations per bucket (not cumulative); the last one is +Inf.
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.created = time.time()
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "relaylog_requests",
+            "Forwarded /v1 requests by HTTP status and outcome.",
+            labels=["status", "outcome"],
+        )
+        for (status, outcome), (count, created) in list(self.requests.items()):
+            label = NO_STATUS if status is None else str(status)
+            requests.add_metric([label, outcome], count, created=created)
+        yield requests
+        cumulative, running = [], 0
+        for bound, count in zip((*BUCKET_LABELS, "+Inf"), self.buckets, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        latency = HistogramMetricFamily(
+            "relaylog_request_duration_seconds",
+            "Time from receiving a forwarded request to its last byte.",
+            buckets=cumulative,
+            sum_value=self.latency_sum,
+        )
+        latency.add_sample("relaylog_request_duration_seconds_created", {}, self.created)
+        yield latency
+
+
 class Metrics:
     """One registry per app, so several apps in one process keep separate counts."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._requests = Counter(
-            "relaylog_requests",
-            "Forwarded /v1 requests by HTTP status and outcome.",
-            ["status", "outcome"],
-            registry=self.registry,
-        )
-        self._latency = Histogram(
-            "relaylog_request_duration_seconds",
-            "Time from receiving a forwarded request to its last byte.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self._calls = RequestCollector()
+        self.registry.register(self._calls)
         self._feedback = Counter(
             "relaylog_feedback_requests",
             "Calls to the feedback, score and request-detail endpoints by endpoint and status.",
@@ -88,22 +127,23 @@ class Metrics:
         )
         self._queue = QueueCollector()
         self.registry.register(self._queue)
-        # Label lookups cost more than the increment; keep each child once created.
-        self._by_result: dict[tuple[int | None, str], Counter] = {}
 
     def watch(self, recorder: Recorder) -> None:
         self._queue.recorder = recorder
 
     def observe(self, exchange: Exchange) -> None:
         """Count one finished exchange; the recorder calls this as it receives it."""
+        calls = self._calls
         key = (exchange.status, exchange.outcome)
-        child = self._by_result.get(key)
-        if child is None:
-            status = NO_STATUS if exchange.status is None else str(exchange.status)
-            child = self._by_result[key] = self._requests.labels(status, exchange.outcome)
-        child.inc()
+        counted = calls.requests.get(key)
+        if counted is None:
+            calls.requests[key] = [1, time.time()]
+        else:
+            counted[0] += 1
         if exchange.latency_ms is not None:
-            self._latency.observe(exchange.latency_ms / 1000)
+            seconds = exchange.latency_ms / 1000
+            calls.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            calls.latency_sum += seconds
 
     def count_feedback(self, endpoint: str, status: int) -> None:
         self._feedback.labels(endpoint, str(status)).inc()
