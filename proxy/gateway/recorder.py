@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from itertools import islice
 from typing import Any, Protocol
@@ -157,9 +157,11 @@ class Recorder:
         self.retry_max_s = retry_max_s
         self.drain_timeout_s = drain_timeout_s
         self._queue: deque[Exchange] = deque()
-        self._in_flight: Counter[str] = Counter()
-        self._queued: Counter[str] = Counter()
-        self._sessions: Counter[str] = Counter()
+        # Counts by id and by session, as plain dicts (collections.Counter's missing-key and
+        # delete paths are Python code, on every call).
+        self._in_flight: dict[str, int] = {}
+        self._queued: dict[str, int] = {}
+        self._sessions: dict[str, int] = {}
         self._serving: dict[str, Exchange] = {}
         self._wakeup = asyncio.Event()
         # Set by a waiting read so the writer commits at once instead of lingering for more rows.
@@ -197,25 +199,35 @@ class Recorder:
 
     def begin(self, exchange: Exchange) -> None:
         """Mark an exchange as being served, so feedback for it (or its session) is accepted."""
-        self._in_flight[exchange.id] += 1
-        self._serving[exchange.id] = exchange
-        if exchange.session_id is not None:
-            self._sessions[exchange.session_id] += 1
+        in_flight, key = self._in_flight, exchange.id
+        in_flight[key] = in_flight.get(key, 0) + 1
+        self._serving[key] = exchange
+        options = exchange.helicone
+        if options is not None and options.session_id is not None:
+            sessions, session = self._sessions, options.session_id
+            sessions[session] = sessions.get(session, 0) + 1
 
     def _forget_session(self, exchange: Exchange) -> None:
-        if exchange.session_id is not None:
-            self._sessions[exchange.session_id] -= 1
-            if self._sessions[exchange.session_id] <= 0:
-                del self._sessions[exchange.session_id]
+        options = exchange.helicone
+        if options is not None and options.session_id is not None:
+            sessions, session = self._sessions, options.session_id
+            left = sessions.get(session, 0) - 1
+            if left > 0:
+                sessions[session] = left
+            else:
+                sessions.pop(session, None)
 
     def submit(self, exchange: Exchange) -> bool:
         """Queue a finished exchange; never blocks. False when it had to be dropped."""
         if self.observe is not None:
             self.observe(exchange)
-        self._in_flight[exchange.id] -= 1
-        if self._in_flight[exchange.id] <= 0:
-            del self._in_flight[exchange.id]
-            self._serving.pop(exchange.id, None)
+        in_flight, key = self._in_flight, exchange.id
+        left = in_flight.get(key, 0) - 1
+        if left > 0:
+            in_flight[key] = left
+        else:
+            in_flight.pop(key, None)
+            self._serving.pop(key, None)
         if len(self._queue) >= self.queue_size:
             self._forget_session(exchange)
             self.dropped += 1
@@ -229,7 +241,8 @@ class Recorder:
                 )
             return False
         self._queue.append(exchange)
-        self._queued[exchange.id] += 1
+        queued = self._queued
+        queued[key] = queued.get(key, 0) + 1
         self.submitted += 1
         self._wakeup.set()
         return True
@@ -327,11 +340,14 @@ class Recorder:
                 continue
             backoff = RETRY_START_S
             self.failing = False
+            queued = self._queued
             for _ in range(taken):
                 done = self._queue.popleft()
-                self._queued[done.id] -= 1
-                if self._queued[done.id] <= 0:
-                    del self._queued[done.id]
+                left = queued.get(done.id, 0) - 1
+                if left > 0:
+                    queued[done.id] = left
+                else:
+                    queued.pop(done.id, None)
                 self._forget_session(done)
             # Rows the store refused outright were counted as dropped, not written.
             self.dropped += refused
