@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -175,6 +176,45 @@ class RequestHeaders:
     has_authorization: bool = False
 
 
+# How scan_headers treats a header, by its name as sent: (lowercased name, how it is logged,
+# where it goes). Names are classified once and remembered, up to NAME_MEMO of them (a client
+# sending ever new names gets them classified each time instead of growing the table).
+LOG_NOTHING, LOG_VALUE, LOG_REDACTED = 0, 1, 2
+TO_NOWHERE, TO_UPSTREAM, TO_HELICONE, TO_PROPERTIES, TO_CONNECTION, TO_UPSTREAM_AUTH = range(6)
+NAME_MEMO = 4096
+NOT_UPSTREAM = HOP_BY_HOP | RECOMPUTED_REQUEST
+_names: dict[str, tuple[str, int, int]] = {}
+
+
+def _classify(name: str) -> tuple[str, int, int]:
+    lowered = name.lower()
+    if lowered in STORED_HEADERS or lowered.startswith(STORED_PREFIXES):
+        logged = LOG_VALUE
+    elif lowered not in CREDENTIAL_HEADERS:
+        logged = LOG_REDACTED
+    else:
+        logged = LOG_NOTHING
+    if lowered.startswith("helicone-"):
+        goes = TO_PROPERTIES if lowered.startswith(PROPERTY_PREFIX) else TO_HELICONE
+    elif lowered == "connection":
+        goes = TO_CONNECTION
+    elif lowered in NOT_UPSTREAM:
+        goes = TO_NOWHERE
+    else:
+        goes = TO_UPSTREAM_AUTH if lowered == "authorization" else TO_UPSTREAM
+    entry = (lowered, logged, goes)
+    if len(_names) < NAME_MEMO:
+        _names[name] = entry
+    return entry
+
+
+@functools.lru_cache(maxsize=64)
+def _tokens(value: str) -> frozenset[str]:
+    """The lowercased tokens of one comma-separated header value (cached: a client's
+    `Connection:` value is the same on every call)."""
+    return frozenset(t.strip().lower() for t in value.split(",") if t.strip())
+
+
 def scan_headers(headers: Mapping[str, str]) -> RequestHeaders:
     """Sort every request header once: each name is lowercased and classified a single time.
 
@@ -184,27 +224,34 @@ def scan_headers(headers: Mapping[str, str]) -> RequestHeaders:
     """
     out = RequestHeaders()
     logged, upstream, helicone = out.logged, out.upstream, out.helicone
+    names = _names
     connection: list[str] = []
     for name, value in headers.items():
-        lowered = name.lower()
-        if lowered in STORED_HEADERS or lowered.startswith(STORED_PREFIXES):
+        entry = names.get(name)
+        lowered, logs, goes = _classify(name) if entry is None else entry
+        if logs == LOG_VALUE:
             logged[lowered] = value
-        elif lowered not in CREDENTIAL_HEADERS:
+        elif logs == LOG_REDACTED:
             logged[lowered] = REDACTED
-        if lowered.startswith("helicone-"):
-            if lowered.startswith(PROPERTY_PREFIX):
-                out.properties.append((name, value))
-            elif lowered not in helicone:
-                helicone[lowered] = value
-        elif lowered == "connection":
-            connection.append(value)
-        elif lowered not in HOP_BY_HOP and lowered not in RECOMPUTED_REQUEST:
+        if goes == TO_UPSTREAM:
             upstream[name] = value
+        elif goes == TO_HELICONE:
+            if lowered not in helicone:
+                helicone[lowered] = value
+        elif goes == TO_UPSTREAM_AUTH:
+            upstream[name] = value
+            out.has_authorization = True
+        elif goes == TO_PROPERTIES:
+            out.properties.append((name, value))
+        elif goes == TO_CONNECTION:
+            connection.append(value)
     if connection:
-        named = frozenset(t.strip().lower() for v in connection for t in v.split(",") if t.strip())
-        for name in [n for n in upstream if n.lower() in named]:
-            del upstream[name]
-    out.has_authorization = any(n.lower() == "authorization" for n in upstream)
+        # Most clients send `Connection: keep-alive`, naming nothing that would go upstream.
+        named = frozenset().union(*map(_tokens, connection)) - NOT_UPSTREAM
+        if named:
+            for name in [n for n in upstream if n.lower() in named]:
+                del upstream[name]
+            out.has_authorization = any(n.lower() == "authorization" for n in upstream)
     return out
 
 
@@ -408,7 +455,7 @@ def connection_named(headers: Mapping[str, str]) -> frozenset[str]:
 
 def _listed(values: list[str]) -> frozenset[str]:
     """The lowercased tokens of comma-separated header values."""
-    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+    return frozenset().union(*map(_tokens, values))
 
 
 def client_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -423,8 +470,10 @@ def client_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
             continue
         kept[name] = value
     if connection:
-        named = _listed(connection)
-        kept = {name: value for name, value in kept.items() if name.lower() not in named}
+        # `Connection: keep-alive` (most upstreams) names nothing still kept.
+        named = _listed(connection) - NOT_PASSED_ON
+        if named:
+            kept = {name: value for name, value in kept.items() if name.lower() not in named}
     return kept
 
 
