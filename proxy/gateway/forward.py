@@ -61,6 +61,10 @@ ATTEMPTS_HEADER = "Relaylog-Attempts"
 RATE_HEADER = "Helicone-RateLimit-Policy"
 FALLBACKS_HEADER = "Helicone-Fallbacks"
 FALLBACK_INDEX_HEADER = "Helicone-Fallback-Index"
+# scan_headers keeps each Helicone-* header's first value by lowercased name.
+FALLBACK_KEY = FALLBACKS_HEADER.lower()
+RATE_KEY = RATE_HEADER.lower()
+TARGET_KEY = TARGET_HEADER.lower()
 USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#]*@")
 
 log = logging.getLogger("relaylog")
@@ -98,6 +102,18 @@ class Forwarder:
     # Set when the server starts shutting down: a handler cancelled after this was cut by
     # server.shutdown_timeout_s, not by its client.
     stopping: bool = False
+    # The targets of a call to the configured upstream without fallbacks (most calls), made
+    # once: they depend on the settings only.
+    plain_targets: list[Target] = field(default_factory=list)
+
+    def upstream_targets(self) -> list[Target]:
+        """The one target of a call without Helicone-Target-Url or fallbacks."""
+        if not self.plain_targets:
+            first = Target(
+                index=0, base=self.upstream_url, whole_path=False, upstream_key=self.upstream_key
+            )
+            self.plain_targets = fallback_plan(first, [], self.fallback_codes)
+        return self.plain_targets
 
 
 @dataclass(slots=True)
@@ -172,12 +188,6 @@ def check_request_line(method: str, raw_path: str) -> None:
         raise ApiError(400, "the path must not contain '.' or '..' segments", code="invalid_path")
 
 
-async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes | None:
-    if not request.body_exists:
-        return None
-    return await read_bounded(request, limit, timeout_s)
-
-
 def _with_stream_usage(body: bytes | None) -> bytes | None:
     """Add stream_options.include_usage to a streamed JSON body; None when not applicable."""
     if body is None:
@@ -221,13 +231,13 @@ async def forward(request: web.Request) -> web.StreamResponse:
         ex.warnings = options.warnings
         fw.keys.require(options.auth, "Helicone-Auth")
         check_request_line(request.method, request.rel_url.raw_path)
-        target = scanned.helicone.get(TARGET_HEADER.lower())
+        target = scanned.helicone.get(TARGET_KEY)
         if target is not None:
-            ex.request_headers[TARGET_HEADER.lower()] = without_userinfo(target)
+            ex.request_headers[TARGET_KEY] = without_userinfo(target)
             target = resolve_target(target, fw.targets)
-        fallback_header = request.headers.get(FALLBACKS_HEADER)
+        fallback_header = scanned.helicone.get(FALLBACK_KEY)
         if fallback_header is not None:
-            ex.request_headers[FALLBACKS_HEADER.lower()] = redacted(fallback_header)
+            ex.request_headers[FALLBACK_KEY] = redacted(fallback_header)
         plan = CallPlan(
             cache=parse_cache(request.headers, fw.cache_defaults),
             retry=parse_retry(request.headers, fw.retry_defaults),
@@ -236,8 +246,9 @@ async def forward(request: web.Request) -> web.StreamResponse:
                 lambda url: resolve_target(url, fw.targets, FALLBACKS_HEADER),
             ),
         )
-        ex.request_body = await _read_body(request, fw.max_body_bytes, fw.body_timeout_s)
-        plan.rate = parse_policy(request.headers.get(RATE_HEADER, fw.rate_default))
+        if request.body_exists:
+            ex.request_body = await read_bounded(request, fw.max_body_bytes, fw.body_timeout_s)
+        plan.rate = parse_policy(scanned.helicone.get(RATE_KEY, fw.rate_default))
         if plan.rate is not None:
             plan.rate_key = segment_key(plan.rate, options)
             plan.headers = await fw.limiter.check(plan.rate, plan.rate_key)
@@ -290,13 +301,16 @@ async def _proxy(
     # Raw (still percent-encoded) path and query, so the upstream sees exactly what was sent.
     # A Helicone-Target-Url is an origin the whole path goes to, as on Helicone; the configured
     # upstream key is never sent to it.
-    first = Target(
-        index=0,
-        base=fw.upstream_url if target is None else target,
-        whole_path=target is not None,
-        upstream_key=fw.upstream_key if target is None else None,
-    )
-    targets = fallback_plan(first, plan.fallbacks, fw.fallback_codes)
+    if target is None and not plan.fallbacks:
+        targets = fw.upstream_targets()
+    else:
+        first = Target(
+            index=0,
+            base=fw.upstream_url if target is None else target,
+            whole_path=target is not None,
+            upstream_key=fw.upstream_key if target is None else None,
+        )
+        targets = fallback_plan(first, plan.fallbacks, fw.fallback_codes)
     raw_path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
     body = ex.request_body
     extra = dict(plan.headers)
@@ -307,7 +321,7 @@ async def _proxy(
             method=request.method,
             path=raw_path,
             query=query,
-            upstream=first.base,
+            upstream=targets[0].base,
             body=body,
             policy=plan.cache,
             credential=credential_digest(request.headers),
