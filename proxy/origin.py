@@ -39,6 +39,8 @@ FEEDBACK_WRITE_ROUTES = frozenset(
     {"request_feedback", "request_score", "session_feedback", "legacy_feedback", "feedback_batch"}
 )
 WARN_EVERY_S = 10.0
+# Host values (with the address they arrived on) remembered as allowed, at most this many.
+HOST_MEMO = 1024
 
 
 def normal_host(value: str) -> str:
@@ -94,6 +96,11 @@ class SitePolicy:
     hostnames: frozenset[str]  # normalised `name` (any port) or `name:port` entries
     feedback_origins: frozenset[str]
     refusals: _Throttle = field(default_factory=_Throttle, compare=False)
+    # (raw Host, local address) -> the normalised host, for values already allowed: a client
+    # sends the same Host on every call.
+    allowed: dict[tuple[str, tuple[str, int] | None], str] = field(
+        default_factory=dict, compare=False
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SitePolicy:
@@ -176,8 +183,13 @@ def _refusal_headers(request: web.Request) -> dict[str, str]:
 
 def _check_host(request: web.Request, policy: SitePolicy) -> str:
     raw = request.headers.get("Host")
+    local = _local_address(request)
+    if raw is not None:
+        known = policy.allowed.get((raw, local))
+        if known is not None:
+            return known
     host = normal_host(raw) if raw else ""
-    if not host or not policy.host_allowed(host, _local_address(request)):
+    if not host or not policy.host_allowed(host, local):
         policy.refusals.warn(
             "refused a request for Host %r; add the name to server.hostnames if it is yours",
             (raw or "")[:100],
@@ -189,15 +201,18 @@ def _check_host(request: web.Request, policy: SitePolicy) -> str:
             code="misdirected_request",
             headers=_refusal_headers(request),
         )
+    if raw is not None and len(policy.allowed) < HOST_MEMO:
+        policy.allowed[(raw, local)] = host
     return host
 
 
-def _check_origin(request: web.Request, policy: SitePolicy, host: str) -> bool:
-    """403 for a request from another origin the route does not grant; True when granted."""
-    origin = foreign_origin(request, host)
+def _check_origin(
+    request: web.Request, policy: SitePolicy, origin: str | None, route: str | None
+) -> bool:
+    """403 for a request from `origin` (another one) the route does not grant; True when
+    granted."""
     if origin is None:
         return False
-    route = request.match_info.route.name
     if route in FEEDBACK_WRITE_ROUTES and policy.grants_feedback(origin):
         return True
     if route != FORWARD_ROUTE and request.method in READ_METHODS:
@@ -213,15 +228,22 @@ def _check_origin(request: web.Request, policy: SitePolicy, host: str) -> bool:
     )
 
 
-def _check_body_type(request: web.Request, same_origin_page: bool) -> None:
+@functools.lru_cache(maxsize=64)
+def _is_simple_body(content_type: str) -> bool:
+    """A body type a browser sends cross-site without a preflight (cached: clients send the
+    same few)."""
+    return content_type.split(";", 1)[0].strip().lower() in SIMPLE_BODY_TYPES
+
+
+def _check_body_type(request: web.Request, same_origin_page: bool, route: str | None) -> None:
     """415 for a write whose body a cross-site page could have sent without a preflight."""
     if request.method in READ_METHODS or request.method == "OPTIONS":
         return
     content_type = request.headers.get("Content-Type", "")
-    if request.match_info.route.name == FORWARD_ROUTE:
+    if route == FORWARD_ROUTE:
         if not request.body_exists:
             return
-        if content_type.split(";", 1)[0].strip().lower() not in SIMPLE_BODY_TYPES:
+        if not _is_simple_body(content_type):
             return
         message = "send the body as application/json (or multipart/form-data for uploads)"
     else:
@@ -243,10 +265,11 @@ async def site_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Host allowlist, then origin, then body type; preflights on forwarded routes end here."""
     policy = request.app[SITE_POLICY]
     host = _check_host(request, policy)
-    _check_origin(request, policy, host)
-    origin = request.headers.get("Origin")
-    same_origin_page = origin is not None and foreign_origin(request, host) is None
-    _check_body_type(request, same_origin_page)
-    if request.method == "OPTIONS" and request.match_info.route.name == FORWARD_ROUTE:
+    route = request.match_info.route.name
+    foreign = foreign_origin(request, host)
+    _check_origin(request, policy, foreign, route)
+    same_origin_page = foreign is None and "Origin" in request.headers
+    _check_body_type(request, same_origin_page, route)
+    if request.method == "OPTIONS" and route == FORWARD_ROUTE:
         return web.Response(status=204, headers={"Allow": FORWARD_METHODS})
     return await handler(request)
