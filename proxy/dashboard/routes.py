@@ -21,6 +21,8 @@ from aiohttp import web
 from proxy.dashboard import analytics, auth, datasets, operations, requests, sessions, users
 from proxy.dashboard.filters import filter_bar, unparsed
 from proxy.dashboard.render import NavItem, render, signed_in
+from proxy.envelopes import envelope_error
+from proxy.errors import ApiError
 from proxy.state import DASHBOARD_NAV, RECORDER, SETTINGS
 from storage.base import read_deadline
 from storage.errors import DatasetExists, QueryError, QueryTimeout, StoreError, UnknownDataset
@@ -139,9 +141,24 @@ def page_handler(page: Page) -> PageHandler:
     return wrapped
 
 
-async def _static_headers(request: web.Request, response: web.StreamResponse) -> None:
-    if request.match_info.route.name == STATIC_ROUTE:
+class SecureStatic(web.StaticResource):
+    """The static files, with the pages' security headers on every answer (errors too).
+
+    A resource of its own rather than an on_response_prepare hook, which would run on every
+    response of every route (each forwarded call) to find the few that are static files.
+    """
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            response = await super()._handle(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                exc.headers.update(SECURITY_HEADERS)
+                raise
+            # The error in the API's envelope, as the error middleware would answer it.
+            response = envelope_error(ApiError(exc.status, exc.reason))
         response.headers.update(SECURITY_HEADERS)
+        return response
 
 
 def mount_pages(app: web.Application, pages: Sequence[Page], static: Path) -> None:
@@ -151,5 +168,4 @@ def mount_pages(app: web.Application, pages: Sequence[Page], static: Path) -> No
     )
     for page in pages:
         app.router.add_route(page.method, page.path, page_handler(page), name=PREFIX + page.name)
-    app.router.add_static("/static/", static, name=STATIC_ROUTE, append_version=False)
-    app.on_response_prepare.append(_static_headers)
+    app.router.register_resource(SecureStatic("/static", static, name=STATIC_ROUTE))
