@@ -8,6 +8,7 @@ CORS routes answer the browser's preflight.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -233,8 +234,14 @@ def reserve(app: web.Application, prefixes: Sequence[str]) -> None:
             code="unknown_endpoint",
         )
 
+    # One resource per parent path, its last segments as alternatives: every forwarded call is
+    # matched against these before the catch-all, one regex instead of one per prefix.
+    leaves: dict[str, list[str]] = {}
     for prefix in prefixes:
-        app.router.add_route("*", prefix + "{tail:(?:/.*)?}", unknown)
+        parent, _, leaf = prefix.rpartition("/")
+        leaves.setdefault(parent, []).append(re.escape(leaf))
+    for parent, names in leaves.items():
+        app.router.add_route("*", f"{parent}/{{tail:(?:{'|'.join(names)})(?:/.*)?}}", unknown)
 
 
 def mount(app: web.Application, routes: Sequence[Route]) -> None:
