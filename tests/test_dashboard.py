@@ -53,6 +53,19 @@ async def test_list_is_newest_first_with_the_security_headers(make_proxy: ProxyF
     assert home.status == 303 and home.headers["Location"] == "/requests"
     static = await client.get("/static/app.js")
     assert static.status == 200 and static.headers["X-Content-Type-Options"] == "nosniff"
+    assert static.headers["Content-Security-Policy"] == CSP
+
+
+async def test_static_errors_carry_the_security_headers_and_forwarded_calls_do_not(
+    proxy: Client,
+) -> None:
+    missing = await proxy.get("/static/no-such-file.js")
+    assert missing.status == 404
+    assert missing.headers["Content-Security-Policy"] == CSP
+    assert missing.headers["X-Frame-Options"] == "DENY"
+    forwarded = await proxy.post("/v1/chat/completions", json={"model": "m", "messages": []})
+    assert forwarded.status == 200
+    assert "Content-Security-Policy" not in forwarded.headers
 
 
 @pytest.mark.parametrize(
