@@ -168,6 +168,8 @@ async def writer_pass(args: argparse.Namespace, db: str, profiler: cProfile.Prof
     store = writer._store(db)
     await store.open()
     price = PriceTable.load()
+    # As the writer process prices (an older checkout may not remember lookups).
+    price = getattr(writer, "remembering_lookups", lambda table: table)(price)
     batches = StoreWriter(store, lambda ex: to_row(ex, price=price))
     exchanges = bench_exchanges(args.rows, args.stream_every)
     payloads = []

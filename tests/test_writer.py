@@ -14,8 +14,10 @@ import pytest
 from proxy.config import Settings
 from proxy.gateway.exchange import Exchange
 from proxy.gateway.headers import HeliconeOptions
+from proxy.gateway.pricing import PriceTable
 from proxy.gateway.recorder import Recorder
-from proxy.gateway.writer import ProcessWriter, decode, encode
+from proxy.gateway.sse import Summary
+from proxy.gateway.writer import ProcessWriter, decode, encode, remembering_lookups
 from proxy.server import with_writer_process
 from proxy.state import RECORDER
 from storage.errors import RowRejected, StoreError
@@ -71,6 +73,22 @@ def test_an_exchange_crosses_without_its_proxy_key() -> None:
     assert back.helicone.properties == {"team": "a"} and back.helicone.user_id == "u"
     assert back.response_chunks == [b'{"ok": true}'] and back.response_size == ex.response_size
     assert ex.helicone is not None and ex.helicone.auth == "Bearer rl-secret"
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["gpt-4o-mini", "GPT-4o-mini-2024-07-18", "openai/gpt-4o", "ft:gpt-4o-mini:org::x", "nope", ""],
+)
+def test_the_writer_prices_with_remembered_lookups_as_the_table_does(model: str) -> None:
+    usage = Summary(prompt_tokens=1200, completion_tokens=340, cached_tokens=200)
+    table = PriceTable.load(overrides=["nope=1/2"] if model == "nope" else ())
+    expected = table(model, usage)
+    kept = remembering_lookups(PriceTable.load(overrides=["nope=1/2"] if model == "nope" else ()))
+    assert kept(model, usage) == expected
+    assert kept(model, usage) == expected  # the second time from the kept lookup
+    assert kept(None, usage) is None
+    if model.startswith("gpt"):
+        assert expected is not None and expected > 0
 
 
 async def test_rows_are_committed_by_the_writer_process_and_read_back(

@@ -52,6 +52,8 @@ EXIT_TIMEOUT_S = 10.0
 TRIM_AFTER_BYTES = 256 * 1024
 # Allocations between young collections (Python's default is 700), as in serve.
 YOUNG_GC_THRESHOLD = 20_000
+# Model names whose price lookup the writer process keeps (see remembering_lookups).
+PRICED_MODELS = 1024
 
 EXCHANGE_FIELDS = tuple(f.name for f in dataclasses.fields(Exchange))
 HELICONE_FIELDS = tuple(f.name for f in dataclasses.fields(HeliconeOptions))
@@ -201,6 +203,17 @@ def _trimmer() -> Callable[[], object] | None:
     return functools.partial(trim, 0)
 
 
+def remembering_lookups(table: PriceTable) -> PriceTable:
+    """`table`, its lookup of each model name kept (PRICED_MODELS names at most).
+
+    The writer process prices the same few models over and over, and its price table never
+    changes: a kept lookup skips the name's normalising and the dated-snapshot match, ~0.8 us of
+    the ~1.8 us that pricing a row took.
+    """
+    table.lookup = functools.lru_cache(maxsize=PRICED_MODELS)(table.lookup)  # type: ignore[method-assign]
+    return table
+
+
 def _store(db: str) -> Store:
     if db.startswith(("postgresql://", "postgres://")):
         return open_store(db)
@@ -263,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format=f"relaylog writer {os.getpid()}: %(levelname)s %(message)s"
     )
-    asyncio.run(serve(args.fd, args.db, PriceTable.load(args.pricing_file, args.price)))
+    price = remembering_lookups(PriceTable.load(args.pricing_file, args.price))
+    asyncio.run(serve(args.fd, args.db, price))
     return 0
 
 
