@@ -110,6 +110,13 @@ def test_a_week_or_less_reads_the_range_instead() -> None:
     assert len(semijoins(conjoin(long_ago, ACCURATE))) == 1
 
 
+def test_a_test_for_no_time_is_no_bound() -> None:
+    # "null" is the filter's "has no value": `r.created_at IS NULL` takes no parameter.
+    for table, column in (("request", "created_at"), ("request_response_rmt", "created_at")):
+        no_time = {table: {column: {"equals": "null"}}}
+        assert len(semijoins(conjoin(RATED_UP, no_time))) == 1
+
+
 async def test_a_bad_cap_or_filter_is_refused(store: Store) -> None:
     with pytest.raises(QueryError, match="at least 1"):
         await capped_count(store, "all", 0)

@@ -38,6 +38,8 @@ OUTER = re.compile(r"\br\.")
 # A range this short reads its rows through the created_at index faster than a semijoin would
 # collect every rated or scored request of the store (SQLite picks the semijoin regardless).
 SHORT_RANGE = timedelta(days=7)
+# A bound on the request's time: `r.created_at >= ?` and the like, not `r.created_at IS NULL`.
+TIME_BOUND = re.compile(r"r\.created_at (?P<op>[<>]=?|=) \?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +79,10 @@ def _short_range(tests: list[Condition], now: float) -> bool:
     low: datetime | None = None
     high: datetime | None = None
     for test in tests:
-        if not test.sql.startswith("r.created_at "):
+        bound = TIME_BOUND.fullmatch(test.sql)
+        if bound is None or len(test.params) != 1:
             continue
-        op, stamp = test.sql.split()[1], datetime.fromisoformat(str(test.params[0]))
+        op, stamp = bound["op"], datetime.fromisoformat(str(test.params[0]))
         if op in (">", ">=", "="):
             low = stamp if low is None else max(low, stamp)
         if op in ("<", "<=", "="):
