@@ -6,6 +6,7 @@ statement on the server when it runs out; a cancelled call is cancelled on the s
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import zlib
@@ -31,10 +32,16 @@ MIGRATION_LOCK = zlib.crc32(b"relaylog-migrations")
 # Held by each transaction that changes rollups (writes, feedback, scores) until it commits.
 ROLLUP_LOCK = zlib.crc32(b"relaylog-rollups")
 _PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\?")
+# Statements whose numbered form is kept (the same few run again and again).
+NUMBERED_STATEMENTS = 256
 
 
+@functools.lru_cache(maxsize=NUMBERED_STATEMENTS)
 def to_numbered(sql: str) -> str:
-    """Rewrite `?` placeholders as `$1, $2, ...`, leaving quoted strings alone."""
+    """Rewrite `?` placeholders as `$1, $2, ...`, leaving quoted strings alone.
+
+    Kept per statement: the writer's row upsert alone took ~40 us to rewrite, every batch.
+    """
     count = 0
 
     def number(match: re.Match[str]) -> str:
