@@ -229,6 +229,8 @@ async def profile_writer(args: argparse.Namespace, workdir: Path) -> int:
         spent = await writer_pass(args, db, profiler)
         if profiler is None:
             passes.append(spent)
+    if args.pg:
+        await reset_pg_schema(args.pg)  # dropped at the end too
     per_row = {k: statistics.median(p[k] for p in passes) / args.rows * 1e6 for k in passes[0]}
     print(f"{args.rows} rows, batches of {args.batch}, {args.repeat} passes (median, us/row CPU):")
     for step, micros in per_row.items():
@@ -243,7 +245,7 @@ async def profile_writer(args: argparse.Namespace, workdir: Path) -> int:
 
 
 async def reset_pg_schema(dsn: str) -> None:
-    """A fresh `relaylog_writer_bench` schema for each pass (the DSN must name it)."""
+    """Drop the schema the DSN names (each pass starts on a fresh one)."""
     import asyncpg
 
     from storage.postgres import split_url
