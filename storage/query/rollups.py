@@ -223,15 +223,22 @@ def pieces(p: Plan, hourly: str, daily: str) -> list[tuple[str, str | None, str 
 
 
 async def buckets(store: Store, p: Plan, dimensions: Sequence[str]) -> list[dict[str, Any]]:
-    """Per group and latency bucket: how many latencies and their sum (see pieces)."""
+    """Per group and latency bucket: how many latencies and their sum (see pieces), in one
+    row or, from the daily table, in one row per outcome (to be added up)."""
     rows: list[dict[str, Any]] = []
     for table, after, before in pieces(p, "rollup_hour_histogram", "rollup_day_histogram"):
-        columns = _columns(dimensions, "period", daily=table == "rollup_day_histogram")
+        daily = table == "rollup_day_histogram"
+        columns = _columns(dimensions, "period", daily=daily)
         periods, params = _range("period", after, before)
+        sums = "SUM(r.count) AS count, SUM(r.total) AS total"
+        group_by = _group_by(columns, "r.bucket")
+        if daily and {"day", "model"} <= set(dimensions):
+            # A daily row already is one day, model, outcome and bucket: the outcomes of a
+            # day and model are few, cheaper added up by the caller than sorted into groups.
+            sums, group_by = "r.count AS count, r.total AS total", ""
         rows += await store.fetch(
-            f"SELECT {_select(columns)}r.bucket AS bucket, SUM(r.count) AS count, "
-            f"SUM(r.total) AS total FROM {table} r WHERE r.metric = ? AND r.count > 0 "
-            f"AND {periods} AND ({p.keys.sql})" + _group_by(columns, "r.bucket"),
+            f"SELECT {_select(columns)}r.bucket AS bucket, {sums} FROM {table} r "
+            f"WHERE r.metric = ? AND r.count > 0 AND {periods} AND ({p.keys.sql})" + group_by,
             ["latency", *params, *p.keys.params],
         )
     return rows
