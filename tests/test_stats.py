@@ -13,6 +13,7 @@ import pytest
 from proxy.cli import main
 from proxy.state import STORE
 from storage import Row
+from storage.query.filters import compile_filter
 from tests.helpers import Client, ProxyFactory
 from tests.logbook import filled_sqlite
 
@@ -211,3 +212,40 @@ def test_stats_command_prints_session_ratings(
     db = filled_sqlite(tmp_path / "cli.db")
     assert main(["stats", "--db", db]) == 0
     assert "session feedback  2 rated, 1 up, 1 down (50.0% positive)" in capsys.readouterr().out
+
+
+# Filters whose session totals are checked against every matching request's session: none,
+# the request's own columns, the session's rating itself (the filter's own session_feedback
+# alias inside the count's), feedback, a property and a time range.
+SESSION_FILTERS: list[Any] = [
+    {},
+    {"filter": {"request": {"model": {"equals": "gpt-4o"}}}},
+    {"filter": {"request": {"user_id": {"equals": "alice"}}}},
+    {"filter": {"session_feedback": {"rating": {"equals": True}}}},
+    {"filter": {"session_feedback": {"rating": {"equals": False}}}},
+    {"filter": {"feedback": {"rating": {"equals": True}}}},
+    {"filter": {"properties": {"app": {"equals": "search"}}}},
+    {"filter": {"request": {"created_at": {"gte": "2024-05-02T00:00:00Z"}}}},
+    {"filter": {"request": {"outcome": {"equals": "nothing"}}}},
+]
+
+
+@pytest.mark.parametrize("body", SESSION_FILTERS)
+async def test_session_totals_count_each_rated_session_of_a_matching_request(
+    logged: Client, body: dict[str, Any]
+) -> None:
+    data = await stats(logged, body)
+    condition = compile_filter(body.get("filter", "all"))
+    expected = await logged.app[STORE].fetch(
+        "SELECT COUNT(DISTINCT sf.session_id) AS rated, "
+        "COUNT(DISTINCT CASE WHEN sf.rating = 1 THEN sf.session_id END) AS positive "
+        "FROM session_feedback sf JOIN requests r ON r.session_id = sf.session_id "
+        f"WHERE {condition.sql}",
+        condition.params,
+    )
+    rated, positive = int(expected[0]["rated"]), int(expected[0]["positive"] or 0)
+    assert (data["session_feedback"]["count"], data["session_feedback"]["positive"]) == (
+        rated,
+        positive,
+    )
+    assert data["session_feedback"]["negative"] == rated - positive

@@ -12,7 +12,6 @@ holding one value, otherwise within the bucket's width.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -357,30 +356,21 @@ async def request_stats(
     else:
         sources = await _from_rollups(store, plan, dimensions)
         sources += await _from_rows(store, plan.rest, dimensions, narrow=True)
-    # The store counts the rated sessions while the rows read so far are added up here.
-    sessions = asyncio.ensure_future(_session_ratings(store, condition, dimensions))
-    try:
-        totals = Group()
-        groups: dict[Key, Group] | None = {} if dimensions else None
-        for rows, names, fold in sources:
-            fold(rows, _key(names), totals, groups)
-        result: dict[str, Any] = totals.summary()
-        summaries = [
-            (key, group.summary())
-            for key, group in sorted((groups or {}).items(), key=lambda item: _sort_key(item[0]))
-        ]
-        whole, by_group = await sessions
-    finally:
-        sessions.cancel()
+    totals = Group()
+    groups: dict[Key, Group] | None = {} if dimensions else None
+    for rows, names, fold in sources:
+        fold(rows, _key(names), totals, groups)
+    result: dict[str, Any] = totals.summary()
+    whole, by_group = await _session_ratings(store, condition, dimensions)
     result["session_feedback"] = whole
-    if dimensions:
+    if groups is not None:
         result["groups"] = [
             {
                 "key": dict(zip(dimensions, key, strict=True)),
-                **summary,
+                **group.summary(),
                 "session_feedback": by_group.get(key, _rated()),
             }
-            for key, summary in summaries
+            for key, group in sorted(groups.items(), key=lambda item: _sort_key(item[0]))
         ]
     return result
 
