@@ -3,11 +3,12 @@
     python bench/gen_store.py --rows 1000000 --db /tmp/relaylog-1m.db
 
 Rows span `--days` days up to now, in time order (as the proxy writes them), with a model mix,
-streamed and failed calls, users, sessions, 2-4 properties each, request and response bodies,
-and a fraction with feedback (`--feedback`) and scores (`--scores`). Costs come from the price
-table. The same `--seed` gives the same store. Rows go in with plain INSERTs, so the rollups
-are then filled from them by the statements migrations 007 and 009 fill an upgraded store with: the
-same aggregates the writer keeps. `--rollups-only` fills them again in an existing store.
+streamed and failed calls, users, sessions, 2-4 properties each (carrying their request's time,
+as the writer stores them since migration 011), request and response bodies, and a fraction
+with feedback (`--feedback`) and scores (`--scores`). Costs come from the price table. The same
+`--seed` gives the same store. Rows go in with plain INSERTs, so the rollups are then filled
+from them by the statements migrations 007 and 009 fill an upgraded store with: the same
+aggregates the writer keeps. `--rollups-only` fills them again in an existing store.
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ def fill(db: Path, rows: int, days: int, seed: int, feedback: float, scores: flo
         f"VALUES ({', '.join('?' for _ in ROW_COLUMNS)})"
     )
     batch: list[tuple[Any, ...]] = []
-    props: list[tuple[str, str, str]] = []
+    props: list[tuple[str, str, str, str]] = []
     rated: list[tuple[Any, ...]] = []
     scored: list[tuple[Any, ...]] = []
     started = time.perf_counter()
@@ -217,7 +218,11 @@ def fill(db: Path, rows: int, days: int, seed: int, feedback: float, scores: flo
     def flush() -> None:
         conn.execute("BEGIN")
         conn.executemany(insert_row, batch)
-        conn.executemany("INSERT INTO request_properties VALUES (?, ?, ?)", props)
+        conn.executemany(
+            "INSERT INTO request_properties (request_id, key, value, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            props,
+        )
         conn.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?)", rated)
         conn.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?)", scored)
         conn.execute("COMMIT")
@@ -227,7 +232,7 @@ def fill(db: Path, rows: int, days: int, seed: int, feedback: float, scores: flo
     for n, (values, properties) in enumerate(generate(rows, days, seed), 1):
         request_id, created_at = values[0], values[1]
         batch.append(values)
-        props.extend((request_id, k, v) for k, v in properties.items())
+        props.extend((request_id, k, v, created_at) for k, v in properties.items())
         if rng.random() < feedback:
             comment = "great answer" if rng.random() < 0.1 else None
             rated.append((request_id, int(rng.random() < 0.7), comment, created_at, created_at))

@@ -45,6 +45,11 @@ UPSERT_ROW = (
     + ", ".join(f"{c} = excluded.{c}" for c in ROW_COLUMNS if c != "id")
 )
 
+# A property row carries its request's created_at, so a time range reads properties alone.
+INSERT_PROPERTY = (
+    "INSERT INTO request_properties (request_id, key, value, created_at) VALUES (?, ?, ?, ?)"
+)
+
 
 def storable(text: str) -> str:
     """`text` with NUL characters as U+FFFD: PostgreSQL's text cannot hold NUL, and a logged
@@ -184,16 +189,15 @@ class SqlStore(CacheStore, RateLimitStore):
             await tx.executemany(
                 "DELETE FROM request_properties WHERE request_id = ?", [(r.id,) for r in rows]
             )
-            props = [
-                (storable(r.id), storable(k), storable(v))
-                for r in rows
-                for k, v in r.properties.items()
-            ]
+            # The properties of the row stored under each id, with its time (migration 011).
+            props = []
+            for stored_id, r in {storable(r.id): r for r in rows}.items():
+                created = latest[stored_id]["created_at"]
+                props += [
+                    (stored_id, storable(k), storable(v), created) for k, v in r.properties.items()
+                ]
             if props:
-                await tx.executemany(
-                    "INSERT INTO request_properties (request_id, key, value) VALUES (?, ?, ?)",
-                    props,
-                )
+                await tx.executemany(INSERT_PROPERTY, props)
             # A replaced exchange takes its old contribution away, feedback and scores too.
             deltas = Deltas()
             for old in before:
@@ -266,7 +270,7 @@ class SqlStore(CacheStore, RateLimitStore):
         lock = " FOR UPDATE" if self.dialect.name == "postgres" else ""
         async with self.transaction() as tx:
             rows = await tx.fetchall(
-                f"SELECT properties FROM requests WHERE id = ?{lock}", (request_id,)
+                f"SELECT properties, created_at FROM requests WHERE id = ?{lock}", (request_id,)
             )
             if not rows:
                 return False
@@ -277,9 +281,9 @@ class SqlStore(CacheStore, RateLimitStore):
                 (orjson.dumps(properties).decode(), request_id),
             )
             await tx.execute(
-                "INSERT INTO request_properties (request_id, key, value) VALUES (?, ?, ?) "
-                "ON CONFLICT(request_id, key) DO UPDATE SET value = excluded.value",
-                (request_id, key, value),
+                f"{INSERT_PROPERTY} ON CONFLICT(request_id, key) DO UPDATE SET "
+                "value = excluded.value, created_at = excluded.created_at",
+                (request_id, key, value, rows[0]["created_at"]),
             )
         return True
 

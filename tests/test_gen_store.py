@@ -3,7 +3,9 @@ list's previews, so the dashboard bench reads a store like a real one."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
+from pathlib import Path
 
 from bench import gen_store
 from storage.models import ROW_COLUMNS
@@ -37,3 +39,18 @@ def test_the_same_seed_gives_the_same_rows() -> None:
         ]
 
     assert rows() == rows()
+
+
+def test_property_rows_carry_their_request_time(tmp_path: Path) -> None:
+    """As the writer stores them (migration 011), so the bench reads a store like a real one."""
+    db = tmp_path / "gen.db"
+    gen_store.fill(db, 300, days=2, seed=5, feedback=0.1, scores=0.05)
+    conn = sqlite3.connect(db)
+    mismatched = conn.execute(
+        "SELECT COUNT(*) FROM request_properties p LEFT JOIN requests r ON r.id = p.request_id "
+        "WHERE p.created_at IS NOT r.created_at"
+    ).fetchone()[0]
+    properties = conn.execute("SELECT COUNT(*) FROM request_properties").fetchone()[0]
+    conn.close()
+    assert properties >= 600
+    assert mismatched == 0

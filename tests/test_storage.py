@@ -50,6 +50,7 @@ SHIPPED_MIGRATIONS = [
     "008_request_history",
     "009_score_values",
     "010_feedback_by_update",
+    "011_property_times",
 ]
 
 
