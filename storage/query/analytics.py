@@ -17,7 +17,7 @@ from typing import Any, Literal
 from storage import Store
 from storage.errors import QueryError
 from storage.query import rollups
-from storage.query.filters import ALL, Condition
+from storage.query.filters import ALL, Condition, parts
 from storage.query.stats import DIMENSIONS, PROPERTY_PREFIX, Grouping, check_dimensions
 
 # Top lists group by one of these, or by `property:NAME`.
@@ -58,19 +58,12 @@ async def distinct_keys(
     return [str(row["v"]) for row in rows]
 
 
-def _top_source(dimension: str) -> tuple[str, str, list[Any]]:
-    """The grouped expression, the join it needs and the join's parameters."""
-    if dimension.startswith(PROPERTY_PREFIX) and len(dimension) > len(PROPERTY_PREFIX):
-        key = dimension.removeprefix(PROPERTY_PREFIX).lower()
-        return (
-            "tp.value",
-            "JOIN request_properties tp ON tp.request_id = r.id AND tp.key = ?",
-            [key],
-        )
+def _top_column(dimension: str) -> str:
+    """The requests column of a top list's dimension (properties have property_values)."""
     if dimension not in TOP_COLUMNS:
         allowed = ", ".join([*TOP_COLUMNS, f"{PROPERTY_PREFIX}NAME"])
         raise QueryError(f"cannot list top values of {dimension!r}; use {allowed}")
-    return TOP_COLUMNS[dimension], "", []
+    return TOP_COLUMNS[dimension]
 
 
 def joined(source: str, link: str, condition: Condition) -> str:
@@ -95,40 +88,98 @@ async def top_values(
     """The most frequent values of `dimension` among the matching rows: value and requests,
     most requests first (ties by value). Rows without a value are left out.
 
-    Models come from the rollups when they answer the condition (plus its edge hours from
-    the rows). Otherwise counts only, so an index answers them: (model, created_at),
-    (user_id, created_at) and (key, value) of the properties; under a condition the
-    matching requests lead (CROSS JOIN keeps SQLite from starting at the property rows of
-    every request, thousands of times slower for a day among months).
+    Properties (`property:NAME`) are property_values'. Models come from the rollups when
+    they answer the condition (plus its edge hours from the rows). Otherwise counts only, so
+    an index answers them: (model, created_at) and (user_id, created_at).
     """
-    column, join, params = _top_source(dimension)
     limit = _bounded(limit)
+    if dimension.startswith(PROPERTY_PREFIX) and len(dimension) > len(PROPERTY_PREFIX):
+        return await property_values(
+            store, condition, dimension.removeprefix(PROPERTY_PREFIX).lower(), limit
+        )
+    column = _top_column(dimension)
     if dimension == "model":
         plan = await rollups.plan(store, condition, ["model"])
         if plan is not None:
             return await _top_models(store, plan, limit)
     grouped = column
-    if join and condition.sql == ALL.sql:
-        source = "FROM request_properties tp WHERE tp.key = ?"
-    elif join:
-        source = (
-            "FROM requests r CROSS JOIN request_properties tp "
-            f"WHERE tp.request_id = r.id AND tp.key = ? AND ({condition.sql})"
-        )
-        params = [*params, *condition.params]
-    else:
-        source = f"FROM requests r WHERE ({condition.sql})"
-        params = [*params, *condition.params]
-        if dimension == "user" and not set(REQUEST_COLUMN.findall(condition.sql)) <= (
-            USER_INDEX_COLUMNS
-        ):
-            # Walking the user index in order would read the row of every request to test
-            # the condition; an expression keeps SQLite to the condition's own index.
-            grouped = f"{column} || ''"
+    source, params = f"FROM requests r WHERE ({condition.sql})", condition.params
+    if dimension == "user" and not set(REQUEST_COLUMN.findall(condition.sql)) <= (
+        USER_INDEX_COLUMNS
+    ):
+        # Walking the user index in order would read the row of every request to test
+        # the condition; an expression keeps SQLite to the condition's own index.
+        grouped = f"{column} || ''"
     rows = await store.fetch(
         f"SELECT {grouped} AS value, COUNT(*) AS requests {source} AND {column} IS NOT NULL "
         f"GROUP BY {grouped} ORDER BY COUNT(*) DESC, {grouped} LIMIT ?",
         [*params, limit],
+    )
+    return [{"value": row["value"], "requests": int(row["requests"])} for row in rows]
+
+
+# A property's rows with one more property equal to a value, linked by request id.
+ALSO_EQUALS = (
+    " AND EXISTS (SELECT 1 FROM request_properties op WHERE op.request_id = {link} "
+    "AND op.key = ? AND op.value = ?)"
+)
+
+
+def _property_source(condition: Condition, key: str) -> tuple[str, str, list[Any]]:
+    """The grouped value, the FROM ... WHERE and its parameters for property_values."""
+    if condition.sql == ALL.sql:
+        return "tp.value", "FROM request_properties tp WHERE tp.key = ?", [key]
+    found = parts(condition)
+    if found.rest.sql != ALL.sql:
+        source = (
+            "FROM requests r CROSS JOIN request_properties tp "
+            f"WHERE tp.request_id = r.id AND tp.key = ? AND ({condition.sql})"
+        )
+        return "tp.value", source, [key, *condition.params]
+    others = found.properties
+    if others:
+        # The rows of a property that equals a value lead, in its time range by (key, value,
+        # created_at); the listed key's row of each of their requests is probed.
+        (lead_key, lead_value), others = others[0], others[1:]
+        times, params = found.time_sql("lp.created_at")
+        source = (
+            "FROM request_properties lp CROSS JOIN request_properties tp "
+            f"WHERE lp.key = ? AND lp.value = ?{times} AND tp.request_id = lp.request_id "
+            "AND tp.key = ?"
+        )
+        params = [lead_key, lead_value, *params, key]
+        link = "lp.request_id"
+    else:
+        times, params = found.time_sql("tp.created_at")
+        source = f"FROM request_properties tp WHERE tp.key = ?{times}"
+        params = [key, *params]
+        link = "tp.request_id"
+    for other in others:
+        source += ALSO_EQUALS.format(link=link)
+        params += list(other)
+    # An expression, so SQLite reads the key's rows in the range from (key, created_at, value)
+    # instead of every row of the key in value order from (key, value, created_at).
+    return "tp.value || ''", source, params
+
+
+async def property_values(
+    store: Store, condition: Condition, key: str, limit: int = 10
+) -> list[dict[str, Any]]:
+    """The most frequent values of property `key` among the rows matching `condition`: value
+    and requests, most first (ties by value).
+
+    Without a filter the (key, value, created_at) index answers alone. A filter of time
+    bounds and properties equal to values is answered from the property rows alone, which
+    carry their request's created_at (migration 011). Under any other filter the matching
+    requests lead (CROSS JOIN keeps SQLite from starting at the property rows of every
+    request, which a time range of one day among months would make thousands of times
+    slower).
+    """
+    grouped, source, params = _property_source(condition, key)
+    rows = await store.fetch(
+        f"SELECT {grouped} AS value, COUNT(*) AS requests {source} "
+        f"GROUP BY {grouped} ORDER BY COUNT(*) DESC, {grouped} LIMIT ?",
+        [*params, _bounded(limit)],
     )
     return [{"value": row["value"], "requests": int(row["requests"])} for row in rows]
 

@@ -319,3 +319,85 @@ def conjoin(*nodes: Any) -> Any:
     for node in kept[1:]:
         tree = {"left": tree, "operator": "and", "right": node}
     return tree
+
+
+# The one string literal compiled conditions hold (contains' ESCAPE clause).
+ESCAPE_LITERAL = "'\\'"
+
+
+def conjuncts(condition: Condition) -> list[Condition]:
+    """The parts a compiled condition ANDs together (`(a) AND (b)`, nested ANDs flattened),
+    each with its own parameters; a condition that is no AND is its one part."""
+    sql = condition.sql
+    if "'" in sql.replace(ESCAPE_LITERAL, ""):
+        # A string literal (not from compile_filter) could hold what looks like an AND.
+        return [condition]
+    pieces, depth, start, at = [], 0, 0, 0
+    while at < len(sql):
+        char = sql[at]
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and sql.startswith(" OR ", at):
+            return [condition]
+        if depth == 0 and sql.startswith(" AND ", at):
+            pieces.append(sql[start:at])
+            start = at = at + len(" AND ")
+            continue
+        at += 1
+    pieces.append(sql[start:])
+    if len(pieces) == 1:
+        if sql.startswith("(") and sql.endswith(")") and _closes_at_end(sql):
+            return conjuncts(Condition(sql[1:-1], condition.params))
+        return [condition]
+    params = iter(condition.params)
+    out = []
+    for piece in pieces:
+        out += conjuncts(Condition(piece, [next(params) for _ in range(piece.count("?"))]))
+    return out
+
+
+def _closes_at_end(sql: str) -> bool:
+    """Whether the parenthesis opening `sql` is the one closing it."""
+    depth = 0
+    for at, char in enumerate(sql):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0:
+            return at == len(sql) - 1
+    return False
+
+
+TIME_BOUNDS = {f"r.created_at {op} ?": op for op in (">=", ">", "<=", "<")}
+# `{"properties": {key: {"equals": value}}}` as _test compiles it, its parameters key and value.
+PROPERTY_EQUALS = compile_filter({"properties": {"k": {"equals": "v"}}}).sql
+
+
+@dataclass(slots=True)
+class Parts:
+    """A condition as an AND of bounds on created_at (operator, stored time), properties
+    that equal a value (key, value), and the rest (ALL when nothing else)."""
+
+    times: list[tuple[str, str]] = field(default_factory=list)
+    properties: list[tuple[str, str]] = field(default_factory=list)
+    rest: Condition = field(default_factory=lambda: ALL)
+
+    def time_sql(self, column: str) -> tuple[str, list[Any]]:
+        """The time bounds over `column` (" AND column >= ?" ...) and their parameters."""
+        return "".join(f" AND {column} {op} ?" for op, _ in self.times), [
+            stamp for _, stamp in self.times
+        ]
+
+
+def parts(condition: Condition) -> Parts:
+    """`condition` cut into Parts, so a read can take the time bounds and property tests to
+    the property rows (which carry their request's created_at, migration 011)."""
+    found, rest = Parts(), []
+    for part in conjuncts(condition):
+        op = TIME_BOUNDS.get(part.sql)
+        if op is not None and isinstance(part.params[0], str):
+            found.times.append((op, part.params[0]))
+        elif part.sql == PROPERTY_EQUALS:
+            found.properties.append((part.params[0], part.params[1]))
+        elif part.sql != ALL.sql:
+            rest.append(part)
+    if rest:
+        found.rest = _join(rest, "AND")
+    return found

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from storage import Store
 from storage.errors import QueryError
 from storage.migrations import LATENCY_BUCKET_SQL, bucket_sql
-from storage.query.analytics import top_values
+from storage.query.analytics import property_values, top_values
 from storage.query.filters import ALL, Condition
 from storage.query.stats import Bucket, Group
 from storage.query.users import UserQuery, user_page
@@ -307,28 +307,12 @@ async def top_property_values(
     store: Store, condition: Condition, key: str, limit: int = TOP_MODELS
 ) -> list[dict[str, Any]]:
     """The most frequent values of property `key` among the matching rows: value and
-    requests, most first (ties by value).
-
-    Without a filter the (key, value) index answers alone; with one the matching requests
-    lead (CROSS JOIN keeps SQLite from starting at the property rows of every request, which
-    a time range of one day among months would make thousands of times slower).
-    """
+    requests, most first (ties by value). A time range (with properties equal to values)
+    reads the property rows alone, by the created_at they carry (storage.query.analytics.
+    property_values); any other filter reads the matching requests first."""
     if not 1 <= limit <= 100:
         raise QueryError(f"limit must be 1-100, got {limit}")
-    if condition.sql == ALL.sql:
-        source, params = "FROM request_properties tp WHERE tp.key = ?", [key]
-    else:
-        source = (
-            "FROM requests r CROSS JOIN request_properties tp "
-            f"WHERE tp.request_id = r.id AND tp.key = ? AND ({condition.sql})"
-        )
-        params = [key, *condition.params]
-    rows = await store.fetch(
-        f"SELECT tp.value AS value, COUNT(*) AS requests {source} "
-        "GROUP BY tp.value ORDER BY COUNT(*) DESC, tp.value LIMIT ?",
-        [*params, limit],
-    )
-    return [{"value": row["value"], "requests": int(row["requests"])} for row in rows]
+    return await property_values(store, condition, key, limit)
 
 
 async def top_users(
