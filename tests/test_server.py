@@ -72,7 +72,7 @@ async def test_idle_and_slow_header_connections_are_closed_and_a_flood_is_refuse
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode())
         async with asyncio.timeout(15):
-            assert await reader.read() == b""
+            assert await _answer_or_nothing(reader) == b""
         writer.close()
         again, _, again_writer = await _keep_alive_call(port)
         assert again == b"HTTP/1.1 200 OK\r\n"
@@ -80,6 +80,15 @@ async def test_idle_and_slow_header_connections_are_closed_and_a_flood_is_refuse
     finally:
         assert await served.stop() == 0
     assert b"refused 1 client connections at the limit of 2" in served.logs()
+
+
+async def _answer_or_nothing(reader: asyncio.StreamReader) -> bytes:
+    """What the server sent before closing; a close that resets the connection (the kernel
+    does so when the head the client sent is still unread) sent nothing either."""
+    try:
+        return await reader.read()
+    except ConnectionResetError:
+        return b""
 
 
 @pytest.mark.slow
