@@ -332,17 +332,30 @@ def _adding(add: Callable[[Group, dict[str, Any]], None]) -> Fold:
 def _add_buckets(
     rows: Rows, key: Callable[[dict[str, Any]], Key], totals: Group, groups: dict[Key, Group] | None
 ) -> None:
-    """Rollup histogram rows (how many latencies fell in a bucket, and their sum): a row per
-    group and bucket, tens of thousands over months by day and model, so added inline."""
+    """Rollup histogram rows (how many latencies fell in a bucket, and their sum): tens of
+    thousands over months by day and model, so added inline, and a group's rows come one
+    after another (its group is looked up again only when the key changes)."""
+    whole = totals.buckets
+    last: Key | None = None
+    mine: dict[int, Bucket] = whole
     for row in rows:
         index, count, total = int(row["bucket"]), int(row["count"]), float(row["total"])
-        for group in (totals,) if groups is None else (totals, _group(groups, key(row))):
-            bucket = group.buckets.get(index)
-            if bucket is None:
-                group.buckets[index] = Bucket(index, count, total)
-            else:
-                bucket.count += count
-                bucket.total += total
+        bucket = whole.get(index)
+        if bucket is None:
+            whole[index] = Bucket(index, count, total)
+        else:
+            bucket.count += count
+            bucket.total += total
+        if groups is None:
+            continue
+        if (found := key(row)) != last:
+            last, mine = found, _group(groups, found).buckets
+        bucket = mine.get(index)
+        if bucket is None:
+            mine[index] = Bucket(index, count, total)
+        else:
+            bucket.count += count
+            bucket.total += total
 
 
 async def request_stats(
