@@ -458,17 +458,33 @@ def _listed(values: list[str]) -> frozenset[str]:
     return frozenset().union(*map(_tokens, values))
 
 
+# Upstream response header names: dropped, passed on, or `Connection` (its value names more
+# to drop), remembered like _names.
+DROPPED, PASSED_ON, CONNECTION = 0, 1, 2
+_response_names: dict[str, int] = {}
+
+
+def _response_kind(name: str) -> int:
+    lower = name.lower()
+    kind = CONNECTION if lower == "connection" else DROPPED if lower in NOT_PASSED_ON else PASSED_ON
+    if len(_response_names) < NAME_MEMO:
+        _response_names[name] = kind
+    return kind
+
+
 def client_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The upstream response headers to pass to the client (hop-by-hop removed)."""
     kept: dict[str, str] = {}
     connection: list[str] = []
+    names = _response_names
     for name, value in headers.items():
-        lower = name.lower()
-        if lower in NOT_PASSED_ON:
-            if lower == "connection":
-                connection.append(value)
-            continue
-        kept[name] = value
+        kind = names.get(name)
+        if kind is None:
+            kind = _response_kind(name)
+        if kind == PASSED_ON:
+            kept[name] = value
+        elif kind == CONNECTION:
+            connection.append(value)
     if connection:
         # `Connection: keep-alive` (most upstreams) names nothing still kept.
         named = _listed(connection) - NOT_PASSED_ON
