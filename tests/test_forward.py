@@ -139,7 +139,7 @@ async def test_reused_id_replaces_the_exchange(proxy: Any) -> None:
     row = await stored(proxy.app, "same-id")
     assert row["response_body"]["choices"][0]["message"]["content"] == "Echo: second"
     assert row["properties"] == {"try": "second"}
-    props = await store_of(proxy.app).fetch("SELECT * FROM request_properties")
+    props = await store_of(proxy.app).fetch("SELECT request_id, key, value FROM request_properties")
     assert props == [{"request_id": "same-id", "key": "try", "value": "second"}]
 
 
