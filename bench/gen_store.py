@@ -3,12 +3,13 @@
     python bench/gen_store.py --rows 1000000 --db /tmp/relaylog-1m.db
 
 Rows span `--days` days up to now, in time order (as the proxy writes them), with a model mix,
-streamed and failed calls, users, sessions, 2-4 properties each (carrying their request's time,
-as the writer stores them since migration 011), request and response bodies, and a fraction
-with feedback (`--feedback`) and scores (`--scores`). Costs come from the price table. The same
-`--seed` gives the same store. Rows go in with plain INSERTs, so the rollups are then filled
-from them by the statements migrations 007 and 009 fill an upgraded store with: the same
-aggregates the writer keeps. `--rollups-only` fills them again in an existing store.
+streamed and failed calls, users, sessions, 2-4 properties each (carrying their request's time
+and rating, as the writer stores them since migrations 011 and 012), request and response
+bodies, and a fraction with feedback (`--feedback`, each also a row of rollup_rated) and scores
+(`--scores`). Costs come from the price table. The same `--seed` gives the same store. Rows go
+in with plain INSERTs, so the rollups are then filled from them by the statements migrations
+007 and 009 fill an upgraded store with: the same aggregates the writer keeps.
+`--rollups-only` fills them again in an existing store.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from proxy.gateway.pricing import PriceTable
 from proxy.gateway.sse import Summary
 from storage.migrations import SQLITE, m007_rollups, m009_score_values
 from storage.models import ROW_COLUMNS, Row, utc_iso
+from storage.rollups import RATED_COLUMNS, UPSERT_RATED
 from storage.sqlite import SQLiteStore
 
 MODELS = (
@@ -210,8 +212,9 @@ def fill(db: Path, rows: int, days: int, seed: int, feedback: float, scores: flo
         f"VALUES ({', '.join('?' for _ in ROW_COLUMNS)})"
     )
     batch: list[tuple[Any, ...]] = []
-    props: list[tuple[str, str, str, str]] = []
+    props: list[tuple[str, str, str, str, int | None]] = []
     rated: list[tuple[Any, ...]] = []
+    rated_rows: list[tuple[Any, ...]] = []
     scored: list[tuple[Any, ...]] = []
     started = time.perf_counter()
 
@@ -219,23 +222,28 @@ def fill(db: Path, rows: int, days: int, seed: int, feedback: float, scores: flo
         conn.execute("BEGIN")
         conn.executemany(insert_row, batch)
         conn.executemany(
-            "INSERT INTO request_properties (request_id, key, value, created_at) "
-            "VALUES (?, ?, ?, ?)",
+            "INSERT INTO request_properties (request_id, key, value, created_at, rating) "
+            "VALUES (?, ?, ?, ?, ?)",
             props,
         )
         conn.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?)", rated)
+        conn.executemany(UPSERT_RATED, rated_rows)
         conn.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?)", scored)
         conn.execute("COMMIT")
-        for pending in (batch, props, rated, scored):
+        for pending in (batch, props, rated, rated_rows, scored):
             pending.clear()
 
     for n, (values, properties) in enumerate(generate(rows, days, seed), 1):
         request_id, created_at = values[0], values[1]
         batch.append(values)
-        props.extend((request_id, k, v, created_at) for k, v in properties.items())
+        rating = None
         if rng.random() < feedback:
             comment = "great answer" if rng.random() < 0.1 else None
-            rated.append((request_id, int(rng.random() < 0.7), comment, created_at, created_at))
+            rating = int(rng.random() < 0.7)
+            rated.append((request_id, rating, comment, created_at, created_at))
+            row = dict(zip(ROW_COLUMNS, values, strict=True))
+            rated_rows.append((*(row[c] for c in RATED_COLUMNS), rating))
+        props.extend((request_id, k, v, created_at, rating) for k, v in properties.items())
         if rng.random() < scores:
             accuracy = float(min(100, max(0, round(rng.gauss(80, 12)))))
             scored.append((request_id, "accuracy", accuracy, created_at, created_at))

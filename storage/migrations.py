@@ -451,6 +451,54 @@ def m011_property_times(d: Dialect) -> list[str]:
     ]
 
 
+@migration
+def m012_rated_rows(d: Dialect) -> list[str]:
+    """The rated requests in narrow rows, so the analytics page's ratings split by user or by
+    a property, and comparisons of users or property values, read them instead of every
+    rating's wide request row.
+
+    rollup_rated holds one row per rated request, its id, time, model, outcome and user
+    under the requests' own column names (a filter over those runs unchanged on it) and its
+    rating; each property row gains its request's rating (NULL: not rated). Filled here from
+    the feedback of logged requests; the writer (a row written or replaced), every rating
+    and a property set later keep them from then on, and retention deletes them with their
+    request.
+    """
+    if d.name == "postgres":
+        backfill = (
+            "UPDATE request_properties p SET rating = f.rating FROM feedback f "
+            "WHERE f.request_id = p.request_id"
+        )
+    else:
+        backfill = (
+            "UPDATE request_properties SET rating = (SELECT f.rating FROM feedback f "
+            "WHERE f.request_id = request_properties.request_id) "
+            "WHERE request_id IN (SELECT request_id FROM feedback)"
+        )
+    return [
+        """CREATE TABLE rollup_rated (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            model TEXT,
+            outcome TEXT NOT NULL,
+            user_id TEXT,
+            rating INTEGER NOT NULL
+        )""",
+        "INSERT INTO rollup_rated (id, created_at, model, outcome, user_id, rating) "
+        "SELECT r.id, r.created_at, r.model, r.outcome, r.user_id, f.rating "
+        "FROM feedback f JOIN requests r ON r.id = f.request_id",
+        "CREATE INDEX rollup_rated_created ON rollup_rated (created_at)",
+        "ALTER TABLE request_properties ADD COLUMN rating INTEGER",
+        backfill,
+        # The rated property rows alone, rating included: a value's over a time range (the
+        # rated counts of a comparison), and a key's by time (ratings split by a property).
+        "CREATE INDEX request_properties_rated_value ON request_properties "
+        "(key, value, created_at, rating) WHERE rating IS NOT NULL",
+        "CREATE INDEX request_properties_rated_created ON request_properties "
+        "(key, created_at, value, rating) WHERE rating IS NOT NULL",
+    ]
+
+
 # Every migration in order, as (name, function).
 MIGRATIONS: tuple[tuple[str, Migration], ...] = tuple(_registered)
 

@@ -1,10 +1,10 @@
 """Retention: delete old exchanges, and clear old bodies, in small batches.
 
 Each batch is one short write transaction of at most `batch_rows` requests (with their
-properties, feedback and scores), and the pruner pauses between batches at least as long as the
-batch took, so it holds the write lock at most half the time, the log writer never waits long
-for it, and logging keeps flowing through a prune of millions of rows. Rows that belong to a
-dataset are kept: a dataset is curated on purpose.
+properties, feedback, scores and rated row), and the pruner pauses between batches at least
+as long as the batch took, so it holds the write lock at most half the time, the log writer
+never waits long for it, and logging keeps flowing through a prune of millions of rows. Rows
+that belong to a dataset are kept: a dataset is curated on purpose.
 
 The earlier exchanges of reused ids (request_history) follow the same cutoffs by the time they
 were replaced, which is after they were made: older than `before` they are deleted, older than
@@ -83,6 +83,7 @@ async def _delete(store: Store, ids: list[str]) -> None:
     statements = []
     for table in ROW_TABLES:
         statements += chunked(f"DELETE FROM {table} WHERE request_id IN ({{ids}})", ids)
+    statements += chunked("DELETE FROM rollup_rated WHERE id IN ({ids})", ids)
     statements += chunked("DELETE FROM requests WHERE id IN ({ids})", ids)
     await store.transact(statements)
 

@@ -350,3 +350,28 @@ def _min(a: Any, b: Any) -> Any:
 
 def _max(a: Any, b: Any) -> Any:
     return b if a is None else a if b is None else max(a, b)
+
+
+# The rated requests (migration 012): a row per rated request, under the requests' column
+# names, and the rating on each of its property rows.
+RATED_COLUMNS = ("id", "created_at", "model", "outcome", "user_id")
+UPSERT_RATED = (
+    f"INSERT INTO rollup_rated ({', '.join(RATED_COLUMNS)}, rating) "
+    f"VALUES ({', '.join('?' for _ in RATED_COLUMNS)}, ?) ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*RATED_COLUMNS[1:], "rating"))
+)
+DELETE_RATED = "DELETE FROM rollup_rated WHERE id = ?"
+RATE_PROPERTIES = "UPDATE request_properties SET rating = ? WHERE request_id = ?"
+
+
+async def keep_rated(
+    tx: Tx, rated: Sequence[tuple[Mapping[str, Any], int]], unrated: Sequence[str] = ()
+) -> None:
+    """rollup_rated in step with the rows: each (request, rating) in `rated` holds its row's
+    columns and rating, the ids in `unrated` (a rating moved to history) hold none."""
+    await _many(
+        tx,
+        UPSERT_RATED,
+        sorted((*(request[c] for c in RATED_COLUMNS), rating) for request, rating in rated),
+    )
+    await _many(tx, DELETE_RATED, [(request_id,) for request_id in sorted(unrated)])

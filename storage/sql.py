@@ -22,7 +22,7 @@ from storage.migrations import MIGRATIONS, MIGRATIONS_TABLE, Dialect
 from storage.models import ROW_COLUMNS, UNCHANGED, Row, Unchanged, utc_iso
 from storage.query.rows import SELECT_RECORD, present
 from storage.ratelimit import RateLimitStore
-from storage.rollups import COLUMNS, SELECT_COLUMNS, Deltas
+from storage.rollups import COLUMNS, RATE_PROPERTIES, SELECT_COLUMNS, Deltas, keep_rated
 
 # SQLite's default limit on `?` parameters in one statement is 999 on old builds.
 ID_CHUNK = 500
@@ -45,9 +45,11 @@ UPSERT_ROW = (
     + ", ".join(f"{c} = excluded.{c}" for c in ROW_COLUMNS if c != "id")
 )
 
-# A property row carries its request's created_at, so a time range reads properties alone.
+# A property row carries its request's created_at, so a time range reads properties alone,
+# and its rating (migration 012), so a rated-rows read needs no join either.
 INSERT_PROPERTY = (
-    "INSERT INTO request_properties (request_id, key, value, created_at) VALUES (?, ?, ?, ?)"
+    "INSERT INTO request_properties (request_id, key, value, created_at, rating) "
+    "VALUES (?, ?, ?, ?, ?)"
 )
 
 
@@ -189,12 +191,15 @@ class SqlStore(CacheStore, RateLimitStore):
             await tx.executemany(
                 "DELETE FROM request_properties WHERE request_id = ?", [(r.id,) for r in rows]
             )
-            # The properties of the row stored under each id, with its time (migration 011).
+            # The properties of the row stored under each id, with its time and rating (a
+            # moved exchange took its rating along).
             props = []
             for stored_id, r in {storable(r.id): r for r in rows}.items():
                 created = latest[stored_id]["created_at"]
+                rated = None if stored_id in moved else ratings.get(stored_id)
                 props += [
-                    (stored_id, storable(k), storable(v), created) for k, v in r.properties.items()
+                    (stored_id, storable(k), storable(v), created, rated)
+                    for k, v in r.properties.items()
                 ]
             if props:
                 await tx.executemany(INSERT_PROPERTY, props)
@@ -208,6 +213,13 @@ class SqlStore(CacheStore, RateLimitStore):
                 rating = ratings.get(record["id"]) if kept else None
                 deltas.request(record, rating, scores.get(record["id"], {}) if kept else {}, 1)
             await deltas.apply(tx)
+            # The rated rows (migration 012): a moved exchange's rating went with it.
+            rated_ids = [i for i in latest if i in ratings]
+            await keep_rated(
+                tx,
+                [(latest[i], ratings[i]) for i in rated_ids if i not in moved],
+                [i for i in rated_ids if i in moved],
+            )
 
     async def get_request(self, request_id: str) -> dict[str, Any] | None:
         rows = await self.fetch(f"{SELECT_RECORD} WHERE r.id = ?", (request_id,))
@@ -261,6 +273,8 @@ class SqlStore(CacheStore, RateLimitStore):
                 deltas = Deltas()
                 deltas.rating(request, int(old[0]["rating"]) if old else None, int(rating))
                 await deltas.apply(tx)
+                await keep_rated(tx, [(request, int(rating))])
+                await tx.execute(RATE_PROPERTIES, (int(rating), request_id))
         row = rows[0]
         row["rating"] = bool(row["rating"])
         return row
@@ -274,6 +288,9 @@ class SqlStore(CacheStore, RateLimitStore):
             )
             if not rows:
                 return False
+            rated = await tx.fetchall(
+                "SELECT rating FROM feedback WHERE request_id = ?", (request_id,)
+            )
             properties = orjson.loads(rows[0]["properties"] or "{}")
             properties[key] = value
             await tx.execute(
@@ -282,8 +299,15 @@ class SqlStore(CacheStore, RateLimitStore):
             )
             await tx.execute(
                 f"{INSERT_PROPERTY} ON CONFLICT(request_id, key) DO UPDATE SET "
-                "value = excluded.value, created_at = excluded.created_at",
-                (request_id, key, value, rows[0]["created_at"]),
+                "value = excluded.value, created_at = excluded.created_at, "
+                "rating = excluded.rating",
+                (
+                    request_id,
+                    key,
+                    value,
+                    rows[0]["created_at"],
+                    rated[0]["rating"] if rated else None,
+                ),
             )
         return True
 

@@ -41,8 +41,9 @@ def test_the_same_seed_gives_the_same_rows() -> None:
     assert rows() == rows()
 
 
-def test_property_rows_carry_their_request_time(tmp_path: Path) -> None:
-    """As the writer stores them (migration 011), so the bench reads a store like a real one."""
+def test_property_rows_carry_their_request_time_and_rating(tmp_path: Path) -> None:
+    """As the writer stores them (migrations 011 and 012), so the bench reads a store like a
+    real one."""
     db = tmp_path / "gen.db"
     gen_store.fill(db, 300, days=2, seed=5, feedback=0.1, scores=0.05)
     conn = sqlite3.connect(db)
@@ -51,6 +52,21 @@ def test_property_rows_carry_their_request_time(tmp_path: Path) -> None:
         "WHERE p.created_at IS NOT r.created_at"
     ).fetchone()[0]
     properties = conn.execute("SELECT COUNT(*) FROM request_properties").fetchone()[0]
+    # And the rated rows of migration 012: one per rating, the rating on each property row.
+    rated = conn.execute(
+        "SELECT id, created_at, model, outcome, user_id, rating FROM rollup_rated ORDER BY id"
+    ).fetchall()
+    from_feedback = conn.execute(
+        "SELECT r.id, r.created_at, r.model, r.outcome, r.user_id, f.rating "
+        "FROM feedback f JOIN requests r ON r.id = f.request_id ORDER BY r.id"
+    ).fetchall()
+    unrated = conn.execute(
+        "SELECT COUNT(*) FROM request_properties p LEFT JOIN feedback f "
+        "ON f.request_id = p.request_id WHERE p.rating IS NOT f.rating"
+    ).fetchone()[0]
     conn.close()
     assert properties >= 600
     assert mismatched == 0
+    assert len(rated) >= 10
+    assert rated == from_feedback
+    assert unrated == 0

@@ -51,6 +51,7 @@ SHIPPED_MIGRATIONS = [
     "009_score_values",
     "010_feedback_by_update",
     "011_property_times",
+    "012_rated_rows",
 ]
 
 
