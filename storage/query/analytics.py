@@ -19,6 +19,7 @@ from storage.errors import QueryError
 from storage.query import rollups
 from storage.query.filters import ALL, Condition, parts
 from storage.query.stats import DIMENSIONS, PROPERTY_PREFIX, Grouping, check_dimensions
+from storage.rollups import RATED_COLUMNS
 
 # Top lists group by one of these, or by `property:NAME`.
 TOP_COLUMNS = {"model": "r.model", "user": "r.user_id", "session": "r.session_id"}
@@ -79,6 +80,9 @@ def joined(source: str, link: str, condition: Condition) -> str:
 
 # A condition on these columns alone leaves the (user_id, created_at) index covering.
 USER_INDEX_COLUMNS = frozenset({"created_at", "user_id"})
+# The request columns rollup_rated holds, under their own names (migration 012).
+RATED_ROW_COLUMNS = frozenset(RATED_COLUMNS)
+ROLLUP_RATED = "FROM rollup_rated r"
 REQUEST_COLUMN = re.compile(r"\br\.([a-z_]+)")
 
 
@@ -404,22 +408,32 @@ async def recent_negatives(
     return [dict(row) for row in rows]
 
 
+def rated_rows(condition: Condition, *columns: str) -> tuple[str, str]:
+    """`FROM ...` of the rated requests, `r` their request columns, and their rating's SQL:
+    rollup_rated (migration 012) when `condition` and the grouped `columns` read no other
+    request column than it holds, else the feedback joined to its requests."""
+    read = set(REQUEST_COLUMN.findall(" ".join([condition.sql, *columns])))
+    if read <= RATED_ROW_COLUMNS:
+        return ROLLUP_RATED, "r.rating"
+    return "FROM feedback f JOIN requests r ON r.id = f.request_id", "f.rating"
+
+
 async def rated_over_time(
     store: Store, condition: Condition, dimensions: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Rated and positive requests per group of `dimensions` (a time bucket, and optionally a
     model, user or property), in request_stats' group shape: {"key", "feedback"}.
 
-    The same numbers as request_stats' groups, read from the rated rows alone: a split by a
-    property or a user has no rollup, and this reads the feedback (a few percent of the rows)
+    The same numbers as request_stats' groups, read from the rated rows alone (rated_rows):
+    a split by a property or a user has no rollup, and this reads a few percent of the rows
     instead of every request.
     """
     check_dimensions(dimensions)
     grouping = Grouping.of(dimensions)
+    source, rating = rated_rows(condition, *grouping.columns)
     rows = await store.fetch(
-        f"SELECT {grouping.select()}COUNT(*) AS rated, SUM(f.rating) AS positive "
-        f"FROM feedback f JOIN requests r ON r.id = f.request_id {grouping.join} "
-        f"WHERE {condition.sql}" + grouping.group_by(),
+        f"SELECT {grouping.select()}COUNT(*) AS rated, SUM({rating}) AS positive "
+        f"{source} {grouping.join} WHERE {condition.sql}" + grouping.group_by(),
         [*grouping.params, *condition.params],
     )
     return [
@@ -485,7 +499,9 @@ async def rated_split(
     the rest's value is None and "rest" true; a row without a value is None with "rest" false.
     However many users or property values the rated rows hold, the answer is at most
     buckets x (top + 2) groups. With no split or a split by model, the rollups answer the
-    filters they can (rated_cells); the others read the rated rows.
+    filters they can (rated_cells); the others read the rated rows (rated_rows), and a split
+    by a property under a time range (and properties equal to values) the rated property
+    rows and rollup_rated alone (_property_cells).
     """
     if unit not in BUCKETS:
         raise QueryError(f"bucket by {', '.join(BUCKETS)}, not {unit!r}")
@@ -496,21 +512,25 @@ async def rated_split(
         cells = await rated_cells(store, condition, unit, by is not None)
         if cells is not None:
             return _split_cells(cells, unit, by, top)
-    source = "FROM feedback f JOIN requests r ON r.id = f.request_id"
     if by is None:
+        source, rating = rated_rows(condition)
         rows = await store.fetch(
-            f"SELECT {BUCKETS[unit]} AS g_bucket, COUNT(*) AS rated, SUM(f.rating) AS positive "
+            f"SELECT {BUCKETS[unit]} AS g_bucket, COUNT(*) AS rated, SUM({rating}) AS positive "
             f"{source} WHERE {condition.sql} GROUP BY g_bucket",
             condition.params,
         )
         return [_split_group(row, unit, None) for row in rows]
     grouping = Grouping.of([by])
+    source, rating = rated_rows(condition, grouping.columns[0])
+    if grouping.join and source == ROLLUP_RATED and parts(condition).rest.sql == ALL.sql:
+        cells = await _property_cells(store, condition, unit, grouping.params[0])
+        return _split_cells(cells, unit, by, top)
     # The rated rows are read once (a CTE used twice is materialized): the top values are
     # ranked from them, then every row is counted under its value or as the rest.
     ranked = "SELECT v FROM top"
     rows = await store.fetch(
         f"WITH rated AS (SELECT {BUCKETS[unit]} AS b, {grouping.columns[0]} AS v, "
-        f"f.rating AS rating {source} {grouping.join} WHERE {condition.sql}), "
+        f"{rating} AS rating {source} {grouping.join} WHERE {condition.sql}), "
         "top AS (SELECT v FROM rated WHERE v IS NOT NULL GROUP BY v "
         "ORDER BY COUNT(*) DESC, v LIMIT ?) "
         f"SELECT b AS g_bucket, CASE WHEN v IN ({ranked}) THEN v END AS g_value, "
@@ -519,6 +539,44 @@ async def rated_split(
         [*grouping.params, *condition.params, top],
     )
     return [_split_group(row, unit, by) for row in rows]
+
+
+# rated_split's time buckets over the property rows' own created_at.
+PROPERTY_BUCKETS = {
+    unit: sql.replace("r.created_at", "p.created_at") for unit, sql in BUCKETS.items()
+}
+
+
+async def _property_cells(store: Store, condition: Condition, unit: str, key: str) -> Cells:
+    """Rated and positive requests per bucket and value of property `key`, for a condition
+    of time bounds and properties equal to values: the rated property rows (migration 012)
+    give each value's, and the rated rows without the key are the bucket's rated rows
+    (rollup_rated) less those."""
+    found = parts(condition)
+    times, params = found.time_sql("p.created_at")
+    others = "".join(ALSO_EQUALS.format(link="p.request_id") for _ in found.properties)
+    bucket = PROPERTY_BUCKETS[unit]
+    rows = await store.fetch(
+        f"SELECT {bucket} AS b, p.value AS v, COUNT(*) AS rated, SUM(p.rating) AS positive "
+        f"FROM request_properties p WHERE p.key = ? AND p.rating IS NOT NULL{times}{others} "
+        f"GROUP BY {bucket}, p.value",
+        [key, *params, *(item for pair in found.properties for item in pair)],
+    )
+    totals = await store.fetch(
+        f"SELECT {BUCKETS[unit]} AS b, COUNT(*) AS rated, SUM(r.rating) AS positive "
+        f"FROM rollup_rated r WHERE {condition.sql} GROUP BY {BUCKETS[unit]}",
+        condition.params,
+    )
+    cells: Cells = {}
+    for row in totals:
+        cells[(row["b"], None)] = [int(row["rated"]), int(_number(row["positive"]))]
+    for row in rows:
+        rated, positive = int(row["rated"]), int(_number(row["positive"]))
+        cells[(row["b"], row["v"])] = [rated, positive]
+        unvalued = cells.setdefault((row["b"], None), [0, 0])
+        unvalued[0] -= rated
+        unvalued[1] -= positive
+    return {cell: counts for cell, counts in cells.items() if counts[0]}
 
 
 def _split_cells(cells: Cells, unit: str, by: str | None, top: int) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from storage import Store
 from storage.models import utc_iso
-from storage.query.analytics import ALSO_EQUALS, joined, rated_cells
+from storage.query.analytics import ALSO_EQUALS, rated_cells, rated_rows
 from storage.query.filters import ALL, Condition, conjoin, parts
 
 Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
@@ -160,29 +160,26 @@ def compare(a: Rate, b: Rate, min_rated: int = MIN_RATED) -> Comparison:
 
 
 def _rated_source(condition: Condition) -> tuple[str, list[Any]]:
-    """The FROM ... WHERE of the rated requests matching `condition`, and its parameters.
+    """`rated, positive` FROM ... WHERE over the rated requests matching `condition`, and its
+    parameters.
 
     A group of property values (a time range and properties equal to values, nothing else)
-    is read from the property rows and the feedback alone, by the created_at the property
-    rows carry (migration 011): with a time range the property's rows in it lead, else the
-    ratings do. Any other condition joins the feedback to its requests.
+    is counted from the rated property rows alone, by the created_at and rating they carry
+    (migrations 011 and 012). Any other condition reads the rated rows (rated_rows).
     """
     found = parts(condition)
     if not found.properties or found.rest.sql != ALL.sql:
-        return joined("feedback f", "f.request_id", condition), condition.params
+        source, rating = rated_rows(condition)
+        return f"COUNT(*) AS rated, SUM({rating}) AS positive {source} WHERE {condition.sql}", [
+            *condition.params
+        ]
     (key, value), others = found.properties[0], found.properties[1:]
-    times, time_params = found.time_sql("lp.created_at")
-    if found.times:
-        source = (
-            "FROM request_properties lp CROSS JOIN feedback f "
-            f"WHERE lp.key = ? AND lp.value = ?{times} AND f.request_id = lp.request_id"
-        )
-    else:
-        source = (
-            "FROM feedback f CROSS JOIN request_properties lp "
-            "WHERE lp.request_id = f.request_id AND lp.key = ? AND lp.value = ?"
-        )
-    params = [key, value, *time_params]
+    times, params = found.time_sql("lp.created_at")
+    source = (
+        "COUNT(*) AS rated, SUM(lp.rating) AS positive FROM request_properties lp "
+        f"WHERE lp.key = ? AND lp.value = ? AND lp.rating IS NOT NULL{times}"
+    )
+    params = [key, value, *params]
     for other in others:
         source += ALSO_EQUALS.format(link="lp.request_id")
         params += list(other)
@@ -191,16 +188,13 @@ def _rated_source(condition: Condition) -> tuple[str, list[Any]]:
 
 async def rated_counts(store: Store, condition: Condition) -> tuple[int, int]:
     """(rated, positive) over the requests matching `condition`: from the rollups when they
-    answer it (a period, a model), from the property rows and ratings for a group of property
-    values (_rated_source), else from the rated rows."""
+    answer it (a period, a model), else from the rated rows (_rated_source)."""
     cells = await rated_cells(store, condition, None, False)
     if cells is not None:
         rated, positive = cells.get((None, None), [0, 0])
         return rated, positive
-    source, params = _rated_source(condition)
-    rows = await store.fetch(
-        f"SELECT COUNT(*) AS rated, SUM(f.rating) AS positive {source}", params
-    )
+    select, params = _rated_source(condition)
+    rows = await store.fetch(f"SELECT {select}", params)
     return int(rows[0]["rated"]), int(rows[0]["positive"] or 0)
 
 
