@@ -14,7 +14,7 @@ import pytest
 import storage.sql as sql_store
 from storage import Row, Store, open_store
 from storage.migrations import MIGRATIONS
-from storage.query.analytics import rated_over_time, rated_rows, rated_split
+from storage.query.analytics import rated_over_time, rated_rows, rated_split, split_by_unit
 from storage.query.compare import rated_counts
 from storage.query.filters import compile_filter, conjoin
 from storage.retention import prune
@@ -210,3 +210,16 @@ async def test_an_upgraded_store_gets_the_rated_rows_of_its_feedback(
     await agree(upgraded)
     assert len(await rated(upgraded)) == 6
     await upgraded.close()
+
+
+async def test_split_by_unit_says_which_splits_read_narrow_tables(store: Store) -> None:
+    span = compile_filter({"request": {"created_at": {"gte": "2026-03-03"}}})
+    assert await split_by_unit(store, span, "property:prompt_version")
+    assert await split_by_unit(store, span, None)
+    assert not await split_by_unit(store, span, "user")
+    on_requests = compile_filter(
+        conjoin({"request": {"created_at": {"gte": "2026-03-03"}}}, ON_REQUESTS)
+    )
+    assert not await split_by_unit(store, on_requests, "property:prompt_version")
+    user = compile_filter({"request": {"user_id": {"equals": "alice"}}})
+    assert not await split_by_unit(store, user, "property:prompt_version")

@@ -37,13 +37,13 @@ from proxy.dashboard.splits import split_choices, split_label, split_of
 from proxy.state import STORE
 from storage import Store
 from storage.errors import QueryError
-from storage.query import rollups
 from storage.query.analytics import (
     BUCKETS,
     distinct_keys,
     rated_split,
     recent_negatives,
     score_distributions,
+    split_by_unit,
 )
 from storage.query.compare import wilson
 from storage.query.filters import Condition, compile_filter
@@ -119,12 +119,13 @@ async def ratings_over_time(
     store: Store, condition: Condition, bucket: str | None, split: str | None
 ) -> tuple[str, list[dict[str, Any]]]:
     """The chosen (or chosen for it) time unit and rated_split's groups by it. Without a
-    chosen unit: days, or hours when the days span at most HOURLY_DAYS. When the rollups
-    answer, a second query by hour costs little; when the rated rows are read, they are read
-    once, by hour, and added up by day unless they span at most HOURLY_DAYS days."""
+    chosen unit: days, or hours when the days span at most HOURLY_DAYS. When the rollups or
+    the rated property rows answer (split_by_unit), a second query by hour costs little; when
+    the rated rows are read, they are read once, by hour, and added up by day unless they
+    span at most HOURLY_DAYS days."""
     if bucket is not None:
         return bucket, await rated_split(store, condition, bucket, split, TOP_SERIES)
-    if split in (None, "model") and await rollups.plan(store, condition, ["model"]) is not None:
+    if await split_by_unit(store, condition, split):
         groups = await rated_split(store, condition, "day", split, TOP_SERIES)
         if len(axis("day", (g["key"]["day"] for g in groups))) > HOURLY_DAYS:
             return "day", groups

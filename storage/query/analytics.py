@@ -579,6 +579,20 @@ async def _property_cells(store: Store, condition: Condition, unit: str, key: st
     return {cell: counts for cell, counts in cells.items() if counts[0]}
 
 
+async def split_by_unit(store: Store, condition: Condition, by: str | None) -> bool:
+    """Whether rated_split answers `by` under `condition` from the rollups (no split, or by
+    model) or from the rated property rows (a property under a time range and properties
+    equal to values), so that asking by day and then again by hour costs little; the other
+    splits read the rated rows one by one, best once."""
+    if by in (None, "model"):
+        return await rollups.plan(store, condition, ["model"]) is not None
+    return (
+        by.startswith(PROPERTY_PREFIX)
+        and rated_rows(condition)[0] == ROLLUP_RATED
+        and parts(condition).rest.sql == ALL.sql
+    )
+
+
 def _split_cells(cells: Cells, unit: str, by: str | None, top: int) -> list[dict[str, Any]]:
     """rated_split's groups from rated_cells: the `top` most rated values (ties by value),
     rows without a value, and the rest summed, in bucket order."""
