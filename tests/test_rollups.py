@@ -356,3 +356,49 @@ async def test_stats_from_rollups_on_an_empty_store(
     stats, from_rows, answered = await _both_ways(store, "all", ["day"], monkeypatch)
     assert not answered and stats == from_rows and stats["requests"] == 0
     await store.close()
+
+
+async def test_stats_add_up_the_outcomes_of_a_day_and_model_in_one_bucket(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole days grouped by day and model read the daily histogram's rows as stored: rows of
+    one day, model and latency bucket with different outcomes are added up into one bucket."""
+    store = open_store(store_url)
+    await store.open()
+    try:
+        rows = [
+            ("a", "2026-03-01T00:10:00.000Z", "gpt-4o", "ok", 100.0),
+            ("b", "2026-03-03T05:00:00.000Z", "gpt-4o", "ok", 100.0),
+            ("c", "2026-03-03T08:00:00.000Z", "gpt-4o", "upstream_error", 101.0),
+            ("d", "2026-03-03T09:00:00.000Z", "gpt-4o", "timeout", 102.5),
+            ("e", "2026-03-03T10:00:00.000Z", "gpt-4o-mini", "ok", 100.0),
+            ("f", "2026-03-05T00:00:00.000Z", "gpt-4o", "ok", 40.0),
+        ]
+        await store.write_batch(
+            [
+                Row(
+                    id=request_id,
+                    created_at=created_at,
+                    method="POST",
+                    path="/v1/chat/completions",
+                    model=model,
+                    outcome=outcome,
+                    latency_ms=latency,
+                )
+                for request_id, created_at, model, outcome, latency in rows
+            ]
+        )
+        assert bucket(100.0) == bucket(101.0) == bucket(102.5)
+        for dimensions in (["day", "model"], ["day", "model", "outcome"]):
+            stats, from_rows, answered = await _both_ways(store, "all", dimensions, monkeypatch)
+            assert answered and stats == from_rows, dimensions
+        stats, _, _ = await _both_ways(store, "all", ["day", "model"], monkeypatch)
+        group = next(
+            g for g in stats["groups"] if g["key"] == {"day": "2026-03-03", "model": "gpt-4o"}
+        )
+        assert (group["requests"], group["errors"]) == (3, 2)
+        # Three latencies in one bucket: the middle one is estimated within the bucket's width.
+        assert 97 < group["latency_ms"]["p50"] < 107
+        assert group["latency_ms"]["avg"] == round((100.0 + 101.0 + 102.5) / 3, 3)
+    finally:
+        await store.close()
