@@ -581,16 +581,13 @@ async def _property_cells(store: Store, condition: Condition, unit: str, key: st
 
 async def split_by_unit(store: Store, condition: Condition, by: str | None) -> bool:
     """Whether rated_split answers `by` under `condition` from the rollups (no split, or by
-    model) or from the rated property rows (a property under a time range and properties
-    equal to values), so that asking by day and then again by hour costs little; the other
-    splits read the rated rows one by one, best once."""
-    if by in (None, "model"):
-        return await rollups.plan(store, condition, ["model"]) is not None
-    return (
-        by.startswith(PROPERTY_PREFIX)
-        and rated_rows(condition)[0] == ROLLUP_RATED
-        and parts(condition).rest.sql == ALL.sql
-    )
+    model) or from the narrow rated rows (rollup_rated, and the rated property rows), so that
+    asking by day and then again by hour costs little; the other splits join each rating to
+    its wide request row, best read once."""
+    if by in (None, "model") and await rollups.plan(store, condition, ["model"]) is not None:
+        return True
+    column = Grouping.of([by]).columns[0] if by is not None else ""
+    return rated_rows(condition, column)[0] == ROLLUP_RATED
 
 
 def _split_cells(cells: Cells, unit: str, by: str | None, top: int) -> list[dict[str, Any]]:
