@@ -49,6 +49,13 @@ LIST_FILTERS = (
     ("feedback down and accuracy > 90", "feedback=down&score=accuracy>90"),
 )
 RANGES = (("24 h", "24h"), ("7 d", "7d"), ("30 d", "30d"), ("all time", ""))
+# The analytics page's other reads: ratings split by user or by gen_store's prompt version, and
+# the comparison of two prompt versions.
+ANALYTICS_CHOICES = (
+    ("split by user", "split=user"),
+    ("split by prompt version", "split=property:prompt_version"),
+    ("comparing prompt v1 and v2", "cmp=groups&cmp_by=property:prompt_version&cmp_a=v1&cmp_b=v2"),
+)
 DATASET = "bench rated down"
 CURSOR = re.compile(r'data-cursor="([^"]+)"')
 STATS_BODY = {"filter": "all", "group_by": ["day", "model"]}
@@ -110,8 +117,8 @@ def settings_for(db: Path, timeout_s: float) -> Settings:
     )
 
 
-def in_range(path: str, since: str) -> str:
-    return f"{path}?{urlencode({'since': since})}" if since else path
+def in_range(path: str, since: str, joiner: str = "?") -> str:
+    return f"{path}{joiner}{urlencode({'since': since})}" if since else path
 
 
 async def list_views(session: aiohttp.ClientSession) -> list[View]:
@@ -150,6 +157,11 @@ async def prepare(server: TestServer, session: aiohttp.ClientSession) -> list[Vi
         drawer = f"/requests/{quote(newest[0]['id'], safe='')}/drawer"
         views.append(View("request drawer", drawer, shown="/requests/{id}/drawer"))
     views += [View(f"analytics, {label}", in_range("/analytics", since)) for label, since in RANGES]
+    for name, params in ANALYTICS_CHOICES:
+        views += [
+            View(f"analytics {name}, {label}", in_range(f"/analytics?{params}", since, "&"))
+            for label, since in RANGES
+        ]
     views += [
         View(f"operations, {label}", in_range("/operations", since)) for label, since in RANGES
     ]
