@@ -36,6 +36,16 @@ CONVERT_SLICE = 16
 OFF_LOOP_BYTES = 256 * 1024
 
 
+def _count_down(counts: dict[str, int], key: str) -> int:
+    """Take one off `key`'s count, dropping the key at zero; what is left."""
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+        return left
+    counts.pop(key, None)
+    return 0
+
+
 class BatchWriter(Protocol):
     """Commits batches of exchanges; the recorder retries a batch whose commit raised."""
 
@@ -210,23 +220,14 @@ class Recorder:
     def _forget_session(self, exchange: Exchange) -> None:
         options = exchange.helicone
         if options is not None and options.session_id is not None:
-            sessions, session = self._sessions, options.session_id
-            left = sessions.get(session, 0) - 1
-            if left > 0:
-                sessions[session] = left
-            else:
-                sessions.pop(session, None)
+            _count_down(self._sessions, options.session_id)
 
     def submit(self, exchange: Exchange) -> bool:
         """Queue a finished exchange; never blocks. False when it had to be dropped."""
         if self.observe is not None:
             self.observe(exchange)
-        in_flight, key = self._in_flight, exchange.id
-        left = in_flight.get(key, 0) - 1
-        if left > 0:
-            in_flight[key] = left
-        else:
-            in_flight.pop(key, None)
+        key = exchange.id
+        if not _count_down(self._in_flight, key):
             self._serving.pop(key, None)
         if len(self._queue) >= self.queue_size:
             self._forget_session(exchange)
