@@ -47,7 +47,15 @@ from proxy.gateway.headers import (
 )
 from proxy.gateway.ratelimit import RateLimiter, RatePolicy, parse_policy, segment_key
 from proxy.gateway.recorder import Recorder
-from proxy.gateway.retry import RETRYABLE, RetryPolicy, Target, attempt, parse_retry
+from proxy.gateway.retry import (
+    RETRYABLE,
+    RetryPolicy,
+    Target,
+    attempt,
+    elapsed_ms,
+    failure,
+    parse_retry,
+)
 from proxy.gateway.sse import UsageChunkFilter
 from proxy.state import FORWARDER
 from storage.cache import CacheEntry
@@ -139,12 +147,6 @@ class CallPlan:
     rate_key: str = ""
     # Headers every answer to the call carries (rate-limit state).
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def _elapsed_ms(start: float) -> float:
-    """Milliseconds since `start`, to the microsecond (round() to an integer and a division
-    cost about half of round(x, 3), which goes through a decimal conversion)."""
-    return round((time.perf_counter() - start) * 1_000_000) / 1000
 
 
 def _status_headers(ex: Exchange, status: int) -> dict[str, str]:
@@ -280,7 +282,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     finally:
         if plan.rate is not None and plan.rate.unit == "cents" and not ex.cache_hit:
             await fw.limiter.spend(plan.rate, plan.rate_key, fw.cost_of(ex))
-        ex.latency_ms = _elapsed_ms(start)
+        ex.latency_ms = elapsed_ms(start)
         fw.recorder.submit(ex)
 
 
@@ -312,7 +314,7 @@ def _record_unsent(
     ex.id = ex.id or new_request_id()
     fw.recorder.begin(ex)
     ex.status, ex.outcome, ex.error = status, outcome, error
-    ex.latency_ms = _elapsed_ms(start)
+    ex.latency_ms = elapsed_ms(start)
     fw.recorder.submit(ex)
 
 
@@ -390,9 +392,6 @@ async def _proxy(
             allow_redirects=False,
         )
 
-    async def send(to: Target) -> aiohttp.ClientResponse:
-        return await call(to)
-
     try:
         if plan.retry is None and len(targets) == 1:
             # One attempt at one target (most calls): what attempt() does for it, logged the
@@ -404,12 +403,11 @@ async def _proxy(
             try:
                 upstream = await call(answered)
             except RETRYABLE as exc:
-                error = str(exc)[:200] or type(exc).__name__
-                entry.update(status=None, ms=_elapsed_ms(began), error=error)
+                entry.update(status=None, ms=elapsed_ms(began), error=failure(exc))
                 raise
-            entry.update(status=upstream.status, ms=_elapsed_ms(began))
+            entry.update(status=upstream.status, ms=elapsed_ms(began))
         else:
-            upstream, answered = await attempt(targets, plan.retry, send, ex.attempt_log)
+            upstream, answered = await attempt(targets, plan.retry, call, ex.attempt_log)
         ex.upstream_target = without_userinfo(answered.base)
         if plan.retry is not None:
             extra[ATTEMPTS_HEADER] = str(len(ex.attempt_log))
@@ -494,7 +492,7 @@ async def _serve_hit(
     try:
         for event in events or ():
             if ex.ttft_ms is None:
-                ex.ttft_ms = _elapsed_ms(start)
+                ex.ttft_ms = elapsed_ms(start)
             ex.capture(event)
             await _write(request, response, event)
         await response.write_eof()
@@ -562,7 +560,7 @@ async def _tee(
     usage_filter = UsageChunkFilter() if strip_usage and ex.is_stream else None
     async for chunk in upstream.content.iter_any():
         if ex.ttft_ms is None and ex.is_stream:
-            ex.ttft_ms = _elapsed_ms(start)
+            ex.ttft_ms = elapsed_ms(start)
         out = usage_filter.feed(chunk) if usage_filter else chunk
         try:
             if out:
