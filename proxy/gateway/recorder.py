@@ -344,14 +344,9 @@ class Recorder:
                 continue
             backoff = RETRY_START_S
             self.failing = False
-            queued = self._queued
             for _ in range(taken):
                 done = self._queue.popleft()
-                left = queued.get(done.id, 0) - 1
-                if left > 0:
-                    queued[done.id] = left
-                else:
-                    queued.pop(done.id, None)
+                _count_down(self._queued, done.id)
                 self._forget_session(done)
             # Rows the store refused outright were counted as dropped, not written.
             self.dropped += refused
