@@ -153,11 +153,11 @@ class Period:
             ),
             "latency_ms": {
                 "avg": round(self.sums["latency_sum"] / latency_n, 3) if latency_n else None,
-                **{f"p{p}": self.latency.percentile(p) for p in PERCENTILES},
+                **self.latency.percentiles(PERCENTILES),
             },
             "ttft_ms": {
                 "avg": round(self.sums["ttft_sum"] / ttft_n, 3) if ttft_n else None,
-                **{f"p{p}": self.ttft.percentile(p) for p in PERCENTILES},
+                **self.ttft.percentiles(PERCENTILES),
             },
             "tokens": {
                 "prompt": int(self.sums["prompt_tokens"]),

@@ -141,13 +141,11 @@ class Group:
             seen[2] = min(seen[2], low)
             seen[3] = max(seen[3], high)
 
-    def percentile(self, p: int) -> float | None:
-        return self._at_percentiles([p])[0]
-
-    def percentiles(self) -> dict[str, float | None]:
-        """p50, p90, p95 and p99 from one walk up the histogram."""
-        found = self._at_percentiles(PERCENTILES)
-        return {f"p{p}": v for p, v in zip(PERCENTILES, found, strict=True)}
+    def percentiles(self, ps: Sequence[int] = PERCENTILES) -> dict[str, float | None]:
+        """The latency at each of `ps` (increasing; p50, p90, p95 and p99 unless told) from
+        one walk up the histogram, as {"p50": ...}."""
+        found = self._at_percentiles(ps)
+        return {f"p{p}": v for p, v in zip(ps, found, strict=True)}
 
     def _at_percentiles(self, ps: Sequence[int]) -> list[float | None]:
         """The nearest-rank latency at each of `ps` (in increasing order)."""
