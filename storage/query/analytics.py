@@ -17,7 +17,7 @@ from typing import Any, Literal
 from storage import Store
 from storage.errors import QueryError
 from storage.query import rollups
-from storage.query.filters import ALL, Condition, parts
+from storage.query.filters import ALL, Condition, Parts, parts
 from storage.query.stats import DIMENSIONS, PROPERTY_PREFIX, Grouping, check_dimensions
 from storage.rollups import RATED_COLUMNS
 
@@ -129,6 +129,21 @@ ALSO_EQUALS = (
 )
 
 
+def property_tests(
+    found: Parts, alias: str, properties: Sequence[tuple[str, str]]
+) -> tuple[str, list[Any]]:
+    """The tests on property rows `alias` for a condition of time bounds and properties
+    equal to values: " AND {alias}.created_at >= ?" ... for the bounds (the rows carry their
+    request's time, migration 011), then one ALSO_EQUALS for each of `properties`; and their
+    parameters."""
+    times, params = found.time_sql(f"{alias}.created_at")
+    link = f"{alias}.request_id"
+    for other in properties:
+        times += ALSO_EQUALS.format(link=link)
+        params += list(other)
+    return times, params
+
+
 def _property_source(condition: Condition, key: str) -> tuple[str, str, list[Any]]:
     """The grouped value, the FROM ... WHERE and its parameters for property_values."""
     if condition.sql == ALL.sql:
@@ -140,27 +155,21 @@ def _property_source(condition: Condition, key: str) -> tuple[str, str, list[Any
             f"WHERE tp.request_id = r.id AND tp.key = ? AND ({condition.sql})"
         )
         return "tp.value", source, [key, *condition.params]
-    others = found.properties
-    if others:
+    if found.properties:
         # The rows of a property that equals a value lead, in its time range by (key, value,
         # created_at); the listed key's row of each of their requests is probed.
-        (lead_key, lead_value), others = others[0], others[1:]
-        times, params = found.time_sql("lp.created_at")
+        (lead_key, lead_value), others = found.properties[0], found.properties[1:]
+        tests, params = property_tests(found, "lp", others)
         source = (
             "FROM request_properties lp CROSS JOIN request_properties tp "
-            f"WHERE lp.key = ? AND lp.value = ?{times} AND tp.request_id = lp.request_id "
+            f"WHERE lp.key = ? AND lp.value = ?{tests} AND tp.request_id = lp.request_id "
             "AND tp.key = ?"
         )
         params = [lead_key, lead_value, *params, key]
-        link = "lp.request_id"
     else:
-        times, params = found.time_sql("tp.created_at")
-        source = f"FROM request_properties tp WHERE tp.key = ?{times}"
+        tests, params = property_tests(found, "tp", ())
+        source = f"FROM request_properties tp WHERE tp.key = ?{tests}"
         params = [key, *params]
-        link = "tp.request_id"
-    for other in others:
-        source += ALSO_EQUALS.format(link=link)
-        params += list(other)
     # An expression, so SQLite reads the key's rows in the range from (key, created_at, value)
     # instead of every row of the key in value order from (key, value, created_at).
     return "tp.value || ''", source, params
@@ -553,14 +562,13 @@ async def _property_cells(store: Store, condition: Condition, unit: str, key: st
     give each value's, and the rated rows without the key are the bucket's rated rows
     (rollup_rated) less those."""
     found = parts(condition)
-    times, params = found.time_sql("p.created_at")
-    others = "".join(ALSO_EQUALS.format(link="p.request_id") for _ in found.properties)
+    tests, params = property_tests(found, "p", found.properties)
     bucket = PROPERTY_BUCKETS[unit]
     rows = await store.fetch(
         f"SELECT {bucket} AS b, p.value AS v, COUNT(*) AS rated, SUM(p.rating) AS positive "
-        f"FROM request_properties p WHERE p.key = ? AND p.rating IS NOT NULL{times}{others} "
+        f"FROM request_properties p WHERE p.key = ? AND p.rating IS NOT NULL{tests} "
         f"GROUP BY {bucket}, p.value",
-        [key, *params, *(item for pair in found.properties for item in pair)],
+        [key, *params],
     )
     totals = await store.fetch(
         f"SELECT {BUCKETS[unit]} AS b, COUNT(*) AS rated, SUM(r.rating) AS positive "

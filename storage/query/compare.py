@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from storage import Store
 from storage.models import utc_iso
-from storage.query.analytics import ALSO_EQUALS, rated_cells, rated_rows
+from storage.query.analytics import property_tests, rated_cells, rated_rows
 from storage.query.filters import ALL, Condition, conjoin, parts
 
 Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
@@ -174,16 +174,12 @@ def _rated_source(condition: Condition) -> tuple[str, list[Any]]:
             *condition.params
         ]
     (key, value), others = found.properties[0], found.properties[1:]
-    times, params = found.time_sql("lp.created_at")
+    tests, params = property_tests(found, "lp", others)
     source = (
         "COUNT(*) AS rated, SUM(lp.rating) AS positive FROM request_properties lp "
-        f"WHERE lp.key = ? AND lp.value = ? AND lp.rating IS NOT NULL{times}"
+        f"WHERE lp.key = ? AND lp.value = ? AND lp.rating IS NOT NULL{tests}"
     )
-    params = [key, value, *params]
-    for other in others:
-        source += ALSO_EQUALS.format(link="lp.request_id")
-        params += list(other)
-    return source, params
+    return source, [key, value, *params]
 
 
 async def rated_counts(store: Store, condition: Condition) -> tuple[int, int]:
