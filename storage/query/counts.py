@@ -24,7 +24,7 @@ from typing import Any
 
 from storage import Store
 from storage.errors import QueryError
-from storage.query.filters import Condition, compile_filter
+from storage.query.filters import TIME_BOUNDS, Condition, compile_filter
 
 # The related row sets that hold a minority of the requests: feedback, scores, dataset rows.
 SMALL_SETS = ("feedback f", "scores s", "dataset_rows dr JOIN datasets d ON d.id = dr.dataset_id")
@@ -38,8 +38,9 @@ OUTER = re.compile(r"\br\.")
 # A range this short reads its rows through the created_at index faster than a semijoin would
 # collect every rated or scored request of the store (SQLite picks the semijoin regardless).
 SHORT_RANGE = timedelta(days=7)
-# A bound on the request's time: `r.created_at >= ?` and the like, not `r.created_at IS NULL`.
-TIME_BOUND = re.compile(r"r\.created_at (?P<op>[<>]=?|=) \?")
+# A bound on the request's time as compile_filter writes it (`r.created_at >= ?` and the
+# like, an equality bounding both ends; not `r.created_at IS NULL`), by its operator.
+TIME_TESTS = {**TIME_BOUNDS, "r.created_at = ?": "="}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +80,10 @@ def _short_range(tests: list[Condition], now: float) -> bool:
     low: datetime | None = None
     high: datetime | None = None
     for test in tests:
-        bound = TIME_BOUND.fullmatch(test.sql)
-        if bound is None or len(test.params) != 1:
+        op = TIME_TESTS.get(test.sql)
+        if op is None:
             continue
-        op, stamp = bound["op"], datetime.fromisoformat(str(test.params[0]))
+        stamp = datetime.fromisoformat(str(test.params[0]))
         if op in (">", ">=", "="):
             low = stamp if low is None else max(low, stamp)
         if op in ("<", "<=", "="):
